@@ -1,0 +1,47 @@
+# Two commands do all the set-up: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INDEX_DIR ?= data/index
+CATALOG ?= data/demo/catalog.csv
+STAMP := $(VENV)/.installed
+
+.PHONY: run run-offline test lint format index clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+$(INDEX_DIR)/CURRENT: | $(STAMP)
+	$(PY) index_builder.py build $(CATALOG) --out $(INDEX_DIR)
+
+index: $(STAMP)
+	$(PY) index_builder.py build $(CATALOG) --out $(INDEX_DIR)
+
+run: $(STAMP) $(INDEX_DIR)/CURRENT
+	$(PY) -m bot
+
+# Offline smoke run: a tiny random-init model (no downloadable weights needed).
+# Results are meaningless; it proves the whole path works on an air-gapped machine.
+OFFLINE_ENV := FASHIONBOT_MODEL__NAME=data/models/tiny-random.json \
+	FASHIONBOT_MODEL__PRETRAINED=data/models/tiny-random.pt \
+	FASHIONBOT_INDEX__DIR=data/index-offline
+run-offline: $(STAMP)
+	$(PY) -m engine.devmodel data/models
+	test -f data/index-offline/CURRENT || $(OFFLINE_ENV) $(PY) index_builder.py build $(CATALOG)
+	$(OFFLINE_ENV) $(PY) -m bot
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(INDEX_DIR) data/index-offline data/models .pytest_cache

@@ -1,0 +1,89 @@
+"""`python -m bot`: build the engine once, then run the bots whose tokens are set.
+
+With no token it answers one demo photo in the terminal and says how to add a token.
+Tokens come from the environment only (TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bot.render import album_as_text
+from engine.config import ConfigError, Settings, load_settings
+from engine.embedder import ModelLoadError
+from engine.index import IndexLoadError
+from engine.search import Engine
+
+log = logging.getLogger("fashionbot")
+
+TOKEN_VARIABLES = ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN")
+
+HOW_TO_ADD_A_TOKEN = """\
+No bot token is set, so this was a terminal demo. To go live:
+  Telegram: talk to @BotFather, create a bot, then  export TELEGRAM_BOT_TOKEN=...
+  Discord:  create an application at the developer portal, then  export DISCORD_BOT_TOKEN=...
+and run `make run` again. Tokens are read from the environment only, never from files."""
+
+
+def demo_photo(settings: Settings) -> Path | None:
+    folder = settings.resolve_path("data/demo/images")
+    photos = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    return photos[0] if photos else None
+
+
+async def terminal_demo(engine: Engine, settings: Settings) -> int:
+    photo = demo_photo(settings)
+    if photo is None:
+        print("No demo photo found in data/demo/images.", file=sys.stderr)
+        return 1
+    page = await engine.search(image=photo.read_bytes())
+    print(f"A shopper sends {photo.name}; the bot would answer with this album:\n")
+    print(album_as_text(page))
+    print(f"\n({page.timings_ms['total_ms']:.0f} ms)\n")
+    print(HOW_TO_ADD_A_TOKEN)
+    return 0
+
+
+async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> int:
+    names = ", ".join(sorted(tokens))
+    log.error(
+        "%s set, but the chat front-ends are not part of this build yet; "
+        "the engine is ready (see README, 'Status').",
+        names,
+    )
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="config file (default: $FASHIONBOT_CONFIG or config.toml)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    tokens = {name: os.environ[name] for name in TOKEN_VARIABLES if os.environ.get(name)}
+    try:
+        engine = Engine.open(settings)
+    except (ModelLoadError, IndexLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if not tokens:
+            return asyncio.run(terminal_demo(engine, settings))
+        return asyncio.run(serve(engine, settings, tokens))
+    finally:
+        engine.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

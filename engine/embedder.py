@@ -1,0 +1,199 @@
+"""open_clip model loading and batched image/text embedding.
+
+One loading path serves production (hub weights, tags, local checkpoints) and the tests
+(a tiny JSON config plus a checkpoint file): `load_embedder(ModelSettings)`.
+Nothing here runs on an event loop; callers put it behind `engine.batcher.MicroBatcher`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from engine.config import ModelSettings
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be loaded; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    architecture: str  # open_clip architecture name
+    hub_id: str = ""  # hf-hub id holding config + weights, if any
+    tag: str = ""  # open_clip pretrained tag, for architectures without a hub id
+    dim: int = 512
+    note: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "marqo-fashionclip": Preset(
+        "ViT-B-16", hub_id="hf-hub:Marqo/marqo-fashionCLIP", dim=512, note="default"
+    ),
+    "marqo-fashionsiglip": Preset(
+        "ViT-B-16-SigLIP",
+        hub_id="hf-hub:Marqo/marqo-fashionSigLIP",
+        dim=768,
+        note="needs the [siglip] extra: pip install '.[siglip]'",
+    ),
+    "vit-b-32": Preset("ViT-B-32", tag="laion2b_s34b_b79k", dim=512, note="4x cheaper on CPU"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to hand open_clip: a model name (maybe with a schema) and the weights source."""
+
+    configured_name: str
+    open_clip_name: str
+    pretrained: str | None
+
+    def describe(self) -> str:
+        weights = self.pretrained or "its published weights"
+        return f"{self.configured_name!r} ({self.open_clip_name}, {weights})"
+
+
+def resolve_model_spec(name: str, pretrained: str, base_dir: Path | None = None) -> ModelSpec:
+    """Map `model.name` / `model.pretrained` to open_clip arguments.
+
+    - a preset short name: its hub id, unless `pretrained` names a local file (its
+      architecture + that checkpoint) or a local folder (open_clip's `local-dir:`);
+    - a path to a JSON model config: registered with open_clip under the file's stem;
+    - anything else (an open_clip name, `hf-hub:...`, `local-dir:...`) passes through.
+    """
+    base_dir = base_dir or Path.cwd()
+    weights = _local_path(pretrained, base_dir) if pretrained else None
+    weights_arg = str(weights) if weights is not None else (pretrained or None)
+    preset = PRESETS.get(name.lower())
+    if preset is not None:
+        if weights is not None and weights.is_dir():
+            return ModelSpec(name, f"local-dir:{weights}", None)
+        if pretrained:
+            return ModelSpec(name, preset.architecture, weights_arg)
+        if preset.hub_id:
+            return ModelSpec(name, preset.hub_id, None)
+        return ModelSpec(name, preset.architecture, preset.tag)
+    if name.endswith(".json"):
+        config_path = _local_path(name, base_dir)
+        if config_path is None or not config_path.is_file():
+            raise ModelLoadError(
+                f"Model config file {name!r} not found. Set model.name "
+                "(FASHIONBOT_MODEL__NAME) to a preset, an open_clip model name or a JSON file."
+            )
+        open_clip.add_model_config(config_path)
+        return ModelSpec(name, config_path.stem, weights_arg)
+    return ModelSpec(name, name, weights_arg)
+
+
+def _local_path(value: str, base_dir: Path) -> Path | None:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    return path.resolve() if path.exists() or value.endswith((".json", ".pt", ".bin")) else None
+
+
+def _weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short digest of the image tower's weights: the same weights loaded any way
+    (hub, tag, local file) give the same fingerprint, and an index built with other
+    weights is detected even when the configured names look alike."""
+    digest = hashlib.sha256()
+    state = model.visual.state_dict()  # type: ignore[union-attr]
+    names = sorted(state)
+    for key in names[:2] + names[-2:]:
+        tensor = state[key].detach().to("cpu", torch.float32).flatten()[:65536]
+        digest.update(key.encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+class Embedder:
+    """An open_clip model with its preprocessing, producing L2-normalised float32 rows.
+
+    Calls are serialised by a lock: torch parallelises inside one forward pass, and
+    overlapping passes on the same CPU cores only thrash.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, preprocess, tokenizer, spec: ModelSpec, device
+    ) -> None:
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = device
+        self._lock = threading.Lock()
+        image_size = getattr(model.visual, "image_size", 224)
+        self.image_size = int(image_size[0] if isinstance(image_size, tuple) else image_size)
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, self.image_size, self.image_size, device=device)
+            self.dim = int(model.encode_image(probe).shape[-1])
+        self.fingerprint = _weights_fingerprint(model)
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        return self.preprocess(image)
+
+    def embed_image_tensors(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
+        batch = pixels if isinstance(pixels, torch.Tensor) else torch.stack(list(pixels))
+        with self._lock, torch.inference_mode():
+            features = self.model.encode_image(batch.to(self.device), normalize=True)
+        return features.float().cpu().numpy()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_image_tensors([self.preprocess_image(im) for im in images])
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._lock, torch.inference_mode():
+            features = self.model.encode_text(tokens, normalize=True)
+        return features.float().cpu().numpy()
+
+
+def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embedder:
+    """Build the configured model. Failures become one ModelLoadError saying what to set."""
+    spec = resolve_model_spec(settings.name, settings.pretrained, base_dir)
+    device = _pick_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    log.info("loading model %s on %s", spec.describe(), device)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.open_clip_name,
+            pretrained=spec.pretrained,
+            device=device,
+            cache_dir=settings.cache_dir or None,
+        )
+        tokenizer = open_clip.get_tokenizer(spec.open_clip_name)
+    except ImportError as exc:
+        preset = PRESETS.get(settings.name.lower())
+        hint = f" ({preset.note})" if preset and preset.note else ""
+        raise ModelLoadError(
+            f"Model {spec.describe()} needs a package that is not installed: {exc}{hint}"
+        ) from None
+    except Exception as exc:
+        log.debug("model load failed", exc_info=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"Could not load model {spec.describe()}: {reason}\n"
+            "If this machine has no internet access, download the weights elsewhere and "
+            "point model.pretrained (env FASHIONBOT_MODEL__PRETRAINED) at the local "
+            "checkpoint file or folder; see README, 'Offline servers'."
+        ) from None
+    model.eval()
+    return Embedder(model, preprocess, tokenizer, spec, device)

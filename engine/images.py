@@ -1,0 +1,200 @@
+"""Bytes from a chat or a feed -> a safe RGB picture, or a typed error fit to show a shopper.
+
+Everything happens in memory. Checks run cheapest first, and the pixel cap is enforced
+from the header alone, before any pixel is decoded, so a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Formats a chat or a shop feed plausibly sends; anything else is refused before decoding.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+class ImageError(ValueError):
+    """A picture we cannot use. `reason` is a stable code; the message is shopper-facing."""
+
+    reason = "unusable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.user_message = message
+
+
+class EmptyImage(ImageError):
+    reason = "empty"
+
+
+class ImageTooLarge(ImageError):
+    reason = "too_large"
+
+
+class NotAnImage(ImageError):
+    reason = "not_an_image"
+
+
+class UnsupportedImageFormat(ImageError):
+    reason = "unsupported_format"
+
+
+class DecompressionBomb(ImageError):
+    reason = "too_many_pixels"
+
+
+class CorruptImage(ImageError):
+    reason = "corrupt"
+
+
+class ImageTooSmall(ImageError):
+    reason = "too_small"
+
+
+class ExtremeAspectRatio(ImageError):
+    reason = "extreme_aspect"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 20_000_000
+    max_pixels: int = 40_000_000
+    min_side: int = 16
+    max_aspect: float = 12.0
+
+
+# (magic bytes at offset, offset, a human name) for files people send that are not photos.
+_KNOWN_NON_PHOTOS: tuple[tuple[bytes, int, str], ...] = (
+    (b"%PDF", 0, "a PDF document"),
+    (b"PK\x03\x04", 0, "a ZIP archive"),
+    (b"\x1f\x8b", 0, "a compressed archive"),
+    (b"Rar!", 0, "a RAR archive"),
+    (b"\x1aE\xdf\xa3", 0, "a video"),  # Matroska / WebM
+    (b"OggS", 0, "an audio or video file"),
+    (b"ID3", 0, "an audio file"),
+)
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_VIDEO_BRANDS = {b"isom", b"iso2", b"mp41", b"mp42", b"qt  ", b"M4V ", b"3gp4", b"3gp5", b"dash"}
+
+SEND_A_PHOTO = "Please send a photo of a garment (JPEG, PNG or WebP)."
+
+
+def _sniff_refusal(data: bytes) -> ImageError | None:
+    """Recognise common non-photo files by their magic bytes, for a precise message."""
+    head = data[:64]
+    for magic, offset, name in _KNOWN_NON_PHOTOS:
+        if head[offset : offset + len(magic)] == magic:
+            return NotAnImage(f"That looks like {name}, not a photo. {SEND_A_PHOTO}")
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIF_BRANDS:
+            return UnsupportedImageFormat(
+                "HEIC photos are not supported yet. Please send it as a regular photo "
+                "(not as a file), or convert it to JPEG."
+            )
+        if brand in _AVIF_BRANDS:
+            return UnsupportedImageFormat("AVIF images are not supported. " + SEND_A_PHOTO)
+        if brand in _VIDEO_BRANDS:
+            return NotAnImage(f"That looks like a video, not a photo. {SEND_A_PHOTO}")
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b"<?xml", b"<svg", b"<!doctype", b"<html")):
+        if b"<svg" in data[:4096].lower():
+            return UnsupportedImageFormat(
+                f"Vector drawings (SVG) are not supported, only photos. {SEND_A_PHOTO}"
+            )
+        return NotAnImage(f"That is a text document, not a photo. {SEND_A_PHOTO}")
+    return None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode -> RGB; transparency is composited on white (product shots are on white)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # High bit-depth greyscale: scale to 8 bits by the actual range, not by clipping.
+        image = image.convert("F") if image.mode != "F" else image
+        low, high = image.getextrema()
+        span = (high - low) or 1.0
+        image = image.point(lambda v: (v - low) * 255.0 / span).convert("L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except Exception:  # corrupt EXIF must not cost the shopper their search
+        return image
+
+
+def decode_image(
+    data: bytes, limits: ImageLimits = ImageLimits(), draft_size: int | None = None
+) -> Image.Image:
+    """Decode `data` into an upright RGB image within `limits`, or raise an ImageError.
+
+    `draft_size` lets JPEGs decode at a reduced scale (DCT scaling) when the caller only
+    needs about that many pixels on the short side: a large speed-up for big photos.
+    """
+    if not data:
+        raise EmptyImage(f"The file is empty. {SEND_A_PHOTO}")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(
+            f"That file is too large ({len(data) / 1e6:.1f} MB; the limit is "
+            f"{limits.max_bytes / 1e6:.0f} MB). Please send a smaller photo."
+        )
+    refusal = _sniff_refusal(data)
+    if refusal is not None:
+        raise refusal
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise NotAnImage(f"That file is not a picture I can read. {SEND_A_PHOTO}") from None
+    except Image.DecompressionBombError:
+        raise DecompressionBomb("That image has far too many pixels to process.") from None
+    except (OSError, SyntaxError, ValueError):
+        raise CorruptImage("That image file is damaged. Please send it again.") from None
+
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise DecompressionBomb(
+            f"That image is too big ({width}x{height} pixels). Please send a regular photo."
+        )
+    if min(width, height) < limits.min_side:
+        raise ImageTooSmall(
+            f"That image is too small ({width}x{height} pixels) to recognise a garment."
+        )
+    if max(width, height) / min(width, height) > limits.max_aspect:
+        raise ExtremeAspectRatio(
+            f"That image is a thin strip ({width}x{height} pixels), not a photo of a garment."
+        )
+
+    try:
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)  # animations: the first frame represents the item
+        if draft_size and image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
+            image.draft(image.mode, (draft_size, draft_size))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
+    except Image.DecompressionBombError:
+        raise DecompressionBomb("That image has far too many pixels to process.") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError):
+        raise CorruptImage(
+            "That image file is damaged or incomplete. Please send it again."
+        ) from None
+
+    try:
+        return _to_rgb(_apply_exif_orientation(image))
+    except (OSError, ValueError) as exc:
+        raise CorruptImage(f"That image could not be converted ({exc}).") from None

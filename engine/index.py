@@ -1,0 +1,267 @@
+"""The on-disk index: vectors, USearch graph, catalog and manifest, published atomically.
+
+Layout of `index.dir`:
+
+    CURRENT                  the id of the build being served (replaced atomically)
+    builds/<id>/manifest.json
+    builds/<id>/vectors.npy  float16 embeddings, row = key (kept so the graph can be
+                             rebuilt with other settings, and results re-ranked exactly)
+    builds/<id>/ann.usearch  HNSW graph over the same rows, served memory-mapped
+    builds/<id>/catalog.sqlite
+    builds/<id>/skipped.csv  rows and images the build skipped, with the reason
+    cache/                   downloaded images, keyed by URL (survives rebuilds)
+
+A build is written under builds/.tmp-<id>/ and renamed into place; CURRENT changes only
+after everything is on disk, so a killed build never touches what is being served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import usearch
+from usearch.index import Index
+
+from engine.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CURRENT_FILE = "CURRENT"
+BUILDS_DIR = "builds"
+MANIFEST_FILE = "manifest.json"
+VECTORS_FILE = "vectors.npy"
+ANN_FILE = "ann.usearch"
+CATALOG_FILE = "catalog.sqlite"
+SKIPPED_FILE = "skipped.csv"
+CHECKSUMMED_FILES = (VECTORS_FILE, ANN_FILE, CATALOG_FILE)
+
+
+class IndexLoadError(RuntimeError):
+    """An index that must not be served: missing, corrupt, or built with another model."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    name: str
+    pretrained: str
+    dim: int
+    fingerprint: str
+
+
+@dataclass
+class Manifest:
+    build_id: str
+    model: ModelIdentity
+    dtype: str
+    metric: str = "cos"
+    format_version: int = FORMAT_VERSION
+    usearch_version: str = usearch.__version__
+    products: int = 0
+    images: int = 0
+    skipped: int = 0
+    built_at: str = ""
+    build_seconds: float = 0.0
+    catalog_sha256: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # name -> sha256
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        raw["model"] = ModelIdentity(**raw["model"])
+        return cls(**raw)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def new_build_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 100000:05d}"
+
+
+def current_build_dir(index_dir: Path) -> Path | None:
+    pointer = index_dir / CURRENT_FILE
+    if not pointer.is_file():
+        return None
+    build_id = pointer.read_text(encoding="utf-8").strip()
+    return index_dir / BUILDS_DIR / build_id if build_id else None
+
+
+def write_ann(
+    vectors: np.ndarray, path: Path, dtype: str, connectivity: int, expansion: int
+) -> None:
+    ann = Index(
+        ndim=vectors.shape[1],
+        metric="cos",
+        dtype=dtype,
+        connectivity=connectivity,
+        expansion_add=expansion,
+    )
+    if len(vectors):
+        ann.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    ann.save(str(path))
+
+
+def finish_build(build_dir: Path, manifest: Manifest) -> None:
+    """Checksum the build's files and write its manifest (last, so its presence means done)."""
+    manifest.files = {name: file_sha256(build_dir / name) for name in CHECKSUMMED_FILES}
+    tmp = build_dir / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    _fsync(tmp)
+    tmp.replace(build_dir / MANIFEST_FILE)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(index_dir: Path, tmp_build_dir: Path, build_id: str, keep_builds: int = 1) -> Path:
+    """Move a finished build into place and switch CURRENT to it atomically."""
+    builds = index_dir / BUILDS_DIR
+    final = builds / build_id
+    for name in (*CHECKSUMMED_FILES, MANIFEST_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            _fsync(tmp_build_dir / name)
+    tmp_build_dir.rename(final)
+    pointer_tmp = index_dir / f".{CURRENT_FILE}.{os.getpid()}.tmp"
+    pointer_tmp.write_text(build_id + "\n", encoding="utf-8")
+    _fsync(pointer_tmp)
+    pointer_tmp.replace(index_dir / CURRENT_FILE)
+    _prune_builds(builds, keep=build_id, keep_count=keep_builds)
+    return final
+
+
+def _prune_builds(builds: Path, keep: str, keep_count: int) -> None:
+    finished = sorted(
+        (
+            p
+            for p in builds.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name != keep
+        ),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in finished[keep_count:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temp_builds(index_dir: Path) -> None:
+    """Leftovers of builds that were killed; never the one being served."""
+    builds = index_dir / BUILDS_DIR
+    if builds.is_dir():
+        for leftover in builds.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+class VectorIndex:
+    """One published build, opened for serving: memory-mapped graph and vectors + catalog."""
+
+    def __init__(self, build_dir: Path, manifest: Manifest, verify: bool) -> None:
+        self.build_dir = build_dir
+        self.manifest = manifest
+        if verify:
+            for name, expected in manifest.files.items():
+                if file_sha256(build_dir / name) != expected:
+                    raise IndexLoadError(
+                        f"Index file {build_dir / name} is corrupted (checksum mismatch). "
+                        "Rebuild the index with `python index_builder.py build CATALOG`."
+                    )
+        try:
+            self.vectors: np.ndarray = np.load(build_dir / VECTORS_FILE, mmap_mode="r")
+            self.ann = Index.restore(str(build_dir / ANN_FILE), view=True)
+            self.catalog = Catalog(build_dir / CATALOG_FILE)
+        except Exception as exc:
+            raise IndexLoadError(f"Index in {build_dir} cannot be opened: {exc}") from None
+        if self.ann is None or len(self.ann) != len(self.vectors):
+            raise IndexLoadError(f"Index in {build_dir} is incomplete; rebuild it.")
+
+    @property
+    def size(self) -> int:
+        return len(self.vectors)
+
+    def ann_search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top `count`: (keys, cosine similarities), best first."""
+        count = min(count, self.size)
+        if count <= 0:
+            return np.empty(0, np.uint64), np.empty(0, np.float32)
+        matches = self.ann.search(query.astype(np.float32), count)
+        return matches.keys.astype(np.uint64), 1.0 - matches.distances.astype(np.float32)
+
+    def exact_search(
+        self, query: np.ndarray, count: int, keys: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top `count` among `keys` (all when None), by brute force on the vectors."""
+        candidates = np.arange(self.size, dtype=np.uint64) if keys is None else keys
+        if len(candidates) == 0 or count <= 0:
+            return np.empty(0, np.uint64), np.empty(0, np.float32)
+        scores = np.empty(len(candidates), dtype=np.float32)
+        step = 65536  # bounded memory for big subsets
+        for start in range(0, len(candidates), step):
+            rows = self.vectors[candidates[start : start + step].astype(np.int64)]
+            scores[start : start + step] = rows.astype(np.float32) @ query.astype(np.float32)
+        count = min(count, len(candidates))
+        top = np.argpartition(-scores, count - 1)[:count]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return candidates[top], scores[top]
+
+    def vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        return np.asarray(self.vectors[np.asarray(keys, dtype=np.int64)], dtype=np.float32)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def open_index(
+    index_dir: Path, expected_model: ModelIdentity | None = None, verify: bool = True
+) -> VectorIndex:
+    build_dir = current_build_dir(index_dir)
+    if build_dir is None or not (build_dir / MANIFEST_FILE).is_file():
+        raise IndexLoadError(
+            f"No index found in {index_dir}. Build one with "
+            "`python index_builder.py build CATALOG --out DIR` (or `make index`)."
+        )
+    try:
+        manifest = Manifest.from_json((build_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise IndexLoadError(f"Index manifest in {build_dir} is unreadable: {exc}") from None
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexLoadError(
+            f"Index in {build_dir} has format {manifest.format_version}; this version reads "
+            f"format {FORMAT_VERSION}. Rebuild it with `python index_builder.py build`."
+        )
+    if expected_model is not None:
+        check_model_matches(manifest.model, expected_model)
+    return VectorIndex(build_dir, manifest, verify)
+
+
+def check_model_matches(built: ModelIdentity, configured: ModelIdentity) -> None:
+    if built.dim == configured.dim and built.fingerprint == configured.fingerprint:
+        return
+    raise IndexLoadError(
+        f"The index was built with model {built.name!r} ({built.dim}-d, weights "
+        f"{built.fingerprint}), but the configured model is {configured.name!r} "
+        f"({configured.dim}-d, weights {configured.fingerprint}). Its results would be "
+        "wrong: rebuild the index with the configured model, or set model.name / "
+        "model.pretrained back to the model the index was built with."
+    )

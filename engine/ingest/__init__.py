@@ -1,0 +1,1 @@
+"""Catalog ingestion: feed reading, image fetching, the build pipeline."""

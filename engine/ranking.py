@@ -1,0 +1,113 @@
+"""From a query vector to an ordered list of products: candidates, filters, one result per
+product (its best image), and maximal marginal relevance for variety."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.catalog import ImageRecord
+from engine.index import VectorIndex
+from engine.types import Filters
+
+# MMR reorders only this many of the most relevant products; later pages continue in
+# relevance order. A fixed pool keeps the sequence identical whichever page is asked
+# for, so "more like this" never repeats a product.
+MMR_POOL = 100
+
+
+@dataclass(frozen=True)
+class RankedImage:
+    record: ImageRecord
+    score: float
+
+
+@dataclass(frozen=True)
+class RankingParams:
+    overfetch: int = 4
+    exact_filter_limit: int = 20_000
+
+
+def _best_per_product(
+    index: VectorIndex, keys: np.ndarray, scores: np.ndarray, allowed: np.ndarray | None
+) -> list[RankedImage]:
+    if allowed is not None and len(keys):
+        mask = np.isin(keys, allowed, assume_unique=False)
+        keys, scores = keys[mask], scores[mask]
+    records = index.catalog.images_by_key(keys.tolist())
+    seen: set[str] = set()
+    ranked: list[RankedImage] = []
+    for key, score in zip(keys.tolist(), scores.tolist(), strict=True):
+        record = records.get(key)
+        if record is None or record.product_id in seen:
+            continue
+        seen.add(record.product_id)
+        ranked.append(RankedImage(record, float(score)))
+    return ranked
+
+
+def candidates(
+    index: VectorIndex, query: np.ndarray, filters: Filters, wanted: int, params: RankingParams
+) -> list[RankedImage]:
+    """At least `wanted` distinct products passing `filters`, best first (fewer only when
+    fewer exist)."""
+    allowed = index.catalog.keys_matching(filters) if filters.active else None
+    subset_size = index.size if allowed is None else len(allowed)
+    if subset_size <= params.exact_filter_limit:
+        # Small catalogs and narrow filters: exact search is both faster and exact.
+        keys, scores = index.exact_search(query, subset_size, allowed)
+        return _best_per_product(index, keys, scores, None)[:wanted]
+
+    # ANN over the whole graph, post-filtered; fetch more until enough products survive.
+    selectivity = subset_size / max(index.size, 1)
+    fetch = int(wanted * params.overfetch / max(selectivity, 1e-6))
+    while True:
+        fetch = min(fetch, index.size)
+        keys, scores = index.ann_search(query, fetch)
+        ranked = _best_per_product(index, keys, scores, allowed)
+        if len(ranked) >= wanted or fetch >= index.size:
+            return ranked[:wanted]
+        if fetch >= 16 * wanted * params.overfetch / max(selectivity, 1e-6):
+            break
+        fetch *= 4
+    if allowed is not None:  # the filter is selective in the neighbourhood: search it exactly
+        keys, scores = index.exact_search(query, len(allowed), allowed)
+        return _best_per_product(index, keys, scores, None)[:wanted]
+    return ranked[:wanted]
+
+
+def diversify(index: VectorIndex, ranked: list[RankedImage], diversity: float) -> list[RankedImage]:
+    """Maximal marginal relevance over the first MMR_POOL products.
+
+    diversity 0 keeps relevance order; 1 picks each next product as unlike the chosen
+    ones as possible."""
+    if diversity <= 0 or len(ranked) < 3:
+        return ranked
+    pool, tail = ranked[:MMR_POOL], ranked[MMR_POOL:]
+    vectors = index.vectors_for(np.array([r.record.key for r in pool], dtype=np.uint64))
+    relevance = np.array([r.score for r in pool], dtype=np.float32)
+    chosen = [0]
+    closest = vectors @ vectors[0]  # similarity to the nearest chosen product
+    available = np.ones(len(pool), dtype=bool)
+    available[0] = False
+    while available.any():
+        marginal = (1.0 - diversity) * relevance - diversity * closest
+        marginal[~available] = -np.inf
+        pick = int(np.argmax(marginal))
+        chosen.append(pick)
+        available[pick] = False
+        closest = np.maximum(closest, vectors @ vectors[pick])
+    return [pool[i] for i in chosen] + tail
+
+
+def rank(
+    index: VectorIndex,
+    query: np.ndarray,
+    filters: Filters,
+    wanted: int,
+    diversity: float,
+    params: RankingParams,
+) -> list[RankedImage]:
+    pool = max(wanted, MMR_POOL) if diversity > 0 else wanted
+    return diversify(index, candidates(index, query, filters, pool, params), diversity)[:wanted]

@@ -1,0 +1,196 @@
+"""The `Engine`: the one object both bots share. Built once, then `await engine.search(...)`.
+
+Per query: decode + preprocess (CPU pool) -> embed (micro-batched model thread) ->
+rank (CPU pool) -> product rows. Nothing heavy ever runs on the caller's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.batcher import MicroBatcher
+from engine.config import Settings
+from engine.embedder import Embedder, load_embedder
+from engine.images import ImageLimits, decode_image
+from engine.index import ModelIdentity, VectorIndex, current_build_dir, open_index
+from engine.ranking import RankingParams, rank
+from engine.types import Filters, Hit, SearchPage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _ModelJob:
+    pixels: torch.Tensor | None = None
+    text: str | None = None
+
+
+def model_identity(embedder: Embedder) -> ModelIdentity:
+    return ModelIdentity(
+        name=embedder.spec.configured_name,
+        pretrained=embedder.spec.pretrained or "",
+        dim=embedder.dim,
+        fingerprint=embedder.fingerprint,
+    )
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    images = settings.images
+    return ImageLimits(images.max_bytes, images.max_pixels, images.min_side, images.max_aspect)
+
+
+def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
+    """One forward pass for the images of a batch, one for its texts."""
+    out: list[np.ndarray | None] = [None] * len(jobs)
+    image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None]
+    text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
+    if image_slots:
+        vectors = embedder.embed_image_tensors([jobs[i].pixels for i in image_slots])
+        for slot, vector in zip(image_slots, vectors, strict=True):
+            out[slot] = vector
+    if text_slots:
+        vectors = embedder.embed_texts([jobs[i].text or "" for i in text_slots])
+        for slot, vector in zip(text_slots, vectors, strict=True):
+            out[slot] = vector
+    return [v for v in out if v is not None]
+
+
+def _normalise(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+class Engine:
+    def __init__(self, settings: Settings, embedder: Embedder, index: VectorIndex) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.identity = model_identity(embedder)
+        self._index = index
+        self._index_lock = threading.Lock()
+        self._limits = image_limits(settings)
+        self._cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-cpu")
+        model = settings.model
+        self.batcher: MicroBatcher[_ModelJob, np.ndarray] = MicroBatcher(
+            lambda jobs: _run_model_jobs(embedder, jobs),
+            max_batch=model.max_batch,
+            max_wait_ms=model.max_wait_ms,
+            max_queue=model.max_queue,
+        )
+        search = settings.search
+        self._ranking = RankingParams(search.overfetch, search.exact_filter_limit)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Engine:
+        """Load the model, then the index it must match. Raises ModelLoadError/IndexLoadError."""
+        embedder = load_embedder(settings.model, settings.source.parent)
+        index = open_index(
+            settings.resolve_path(settings.index.dir),
+            model_identity(embedder),
+            verify=settings.index.verify_checksums,
+        )
+        log.info(
+            "index %s: %d products, %d images",
+            index.manifest.build_id,
+            index.manifest.products,
+            index.manifest.images,
+        )
+        return cls(settings, embedder, index)
+
+    @property
+    def index(self) -> VectorIndex:
+        return self._index
+
+    def categories(self) -> list[str]:
+        return self._index.catalog.categories()
+
+    def _preprocess(self, data: bytes) -> torch.Tensor:
+        image = decode_image(data, self._limits, draft_size=self.embedder.image_size)
+        return self.embedder.preprocess_image(image)
+
+    async def embed_query(self, image: bytes | None, text: str | None) -> np.ndarray:
+        """The query vector for a photo, a text, or a photo refined by a text."""
+        if image is None and not (text and text.strip()):
+            raise ValueError("a search needs a photo or some text")
+        loop = asyncio.get_running_loop()
+        image_future = None
+        if image is not None:
+            pixels = await loop.run_in_executor(self._cpu_pool, self._preprocess, image)
+            image_future = self.batcher.submit_async(_ModelJob(pixels=pixels))
+        text_future = self.batcher.submit_async(_ModelJob(text=text)) if text else None
+        vector = np.zeros(self.identity.dim, dtype=np.float32)
+        if image_future is not None:
+            vector += await image_future
+        if text_future is not None:
+            weight = self.settings.search.text_weight if image is not None else 1.0
+            vector += weight * await text_future
+        return _normalise(vector)
+
+    def _rank_and_join(
+        self, query: np.ndarray, filters: Filters, wanted: int, diversity: float
+    ) -> list[Hit]:
+        index = self._index  # one consistent index for the whole query, even across a reload
+        ranked = rank(index, query, filters, wanted, diversity, self._ranking)
+        products = index.catalog.products(r.record.product_id for r in ranked)
+        return [
+            Hit(products[r.record.product_id], r.score, r.record.source, r.record.local_path)
+            for r in ranked
+            if r.record.product_id in products
+        ]
+
+    async def search(
+        self,
+        image: bytes | None = None,
+        text: str | None = None,
+        filters: Filters | None = None,
+        k: int | None = None,
+        offset: int = 0,
+        diversity: float | None = None,
+    ) -> SearchPage:
+        """Products most similar to a photo and/or a text. Raises ImageError for unusable
+        photos and EngineBusy when the model queue is full."""
+        search = self.settings.search
+        k = max(1, min(k or search.default_k, search.max_k))
+        offset = max(0, offset)
+        diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        query = await self.embed_query(image, text)
+        timings["embed_ms"] = (time.perf_counter() - started) * 1000
+        ranked_at = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        hits = await loop.run_in_executor(
+            self._cpu_pool,
+            self._rank_and_join,
+            query,
+            filters or Filters(),
+            offset + k + 1,
+            diversity,
+        )
+        timings["rank_ms"] = (time.perf_counter() - ranked_at) * 1000
+        timings["total_ms"] = (time.perf_counter() - started) * 1000
+        return SearchPage(hits[offset : offset + k], offset, len(hits) > offset + k, timings)
+
+    def reload_if_changed(self) -> bool:
+        """Switch to a newly published build (same model only). In-flight queries finish
+        on the index they started with."""
+        index_dir = self.settings.resolve_path(self.settings.index.dir)
+        with self._index_lock:
+            if current_build_dir(index_dir) == self._index.build_dir:
+                return False
+            fresh = open_index(index_dir, self.identity, self.settings.index.verify_checksums)
+            old, self._index = self._index, fresh
+        log.info("switched to index %s (was %s)", fresh.manifest.build_id, old.manifest.build_id)
+        return True
+
+    def close(self) -> None:
+        self.batcher.close()
+        self._cpu_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,73 @@
+"""Plain result and query types shared by the engine and the bots (no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+CANONICAL_COLUMNS = (
+    "product_id",
+    "title",
+    "url",
+    "image",
+    "price",
+    "currency",
+    "category",
+    "gender",
+    "colour",
+    "brand",
+    "in_stock",
+)
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    title: str
+    url: str
+    image: str  # the product's first image: a path relative to the index's catalog, or a URL
+    price: float | None = None
+    currency: str = ""
+    category: str = ""
+    gender: str = ""
+    colour: str = ""
+    brand: str = ""
+    in_stock: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    product: Product
+    score: float  # cosine similarity of the product's best-matching image, -1..1
+    image: str  # the image of this product that matched best
+    image_path: str | None = None  # a local file holding that image, when there is one
+
+
+@dataclass(frozen=True)
+class Filters:
+    category: str | None = None
+    gender: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    in_stock_only: bool = False
+
+    @property
+    def active(self) -> bool:
+        return any(
+            (
+                self.category,
+                self.gender,
+                self.min_price is not None,
+                self.max_price is not None,
+                self.in_stock_only,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    hits: list[Hit]
+    offset: int
+    has_more: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)

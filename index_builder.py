@@ -1,0 +1,195 @@
+"""Build, inspect and query a fashionbot product index.
+
+    python index_builder.py build CATALOG [--out DIR] [--config F] [--model M] [--pretrained P]
+    python index_builder.py query PHOTO [--index DIR] [--k N] [--text T] [--category C] [--json]
+    python index_builder.py info [--index DIR]
+
+Exit codes: 0 ok, 1 build failed, 2 bad input (unusable photo, bad config, missing index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from engine.config import ConfigError, Settings, load_settings
+from engine.types import Filters, SearchPage
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    model: dict[str, str] = {}
+    if getattr(args, "model", None):
+        model["name"] = args.model
+    if getattr(args, "pretrained", None):
+        model["pretrained"] = args.pretrained
+    index_dir = getattr(args, "out", None) or getattr(args, "index", None)
+    index = {"dir": str(Path(index_dir).resolve())} if index_dir else {}
+    return settings.with_overrides(model=model, index=index) if model or index else settings
+
+
+def _index_dir(settings: Settings) -> Path:
+    return settings.resolve_path(settings.index.dir)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from engine.embedder import load_embedder
+    from engine.ingest.pipeline import build_index
+
+    settings = _settings(args)
+    catalog = Path(args.catalog).resolve()
+    embedder = load_embedder(settings.model, settings.source.parent)
+    report = asyncio.run(
+        build_index(settings, catalog, _index_dir(settings), embedder, not args.quiet)
+    )
+    print(report.summary())
+    if report.skipped:
+        # Group by the reason's stem ("HTTP 404", "file not found"), not its details.
+        reasons = Counter(skip.reason.split(" (")[0].split(":")[0] for skip in report.skipped)
+        for reason, count in reasons.most_common(8):
+            print(f"  skipped {count:>6}  {reason}")
+        print(f"Skipped rows and images with reasons: {report.build_dir / 'skipped.csv'}")
+    return EXIT_OK
+
+
+def _page_as_json(page: SearchPage) -> str:
+    return json.dumps(
+        [
+            {
+                "product_id": hit.product.product_id,
+                "title": hit.product.title,
+                "url": hit.product.url,
+                "price": hit.product.price,
+                "currency": hit.product.currency,
+                "category": hit.product.category,
+                "score": round(hit.score, 6),
+            }
+            for hit in page.hits
+        ],
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+def format_hits(page: SearchPage) -> str:
+    lines = []
+    for rank, hit in enumerate(page.hits, start=page.offset + 1):
+        product = hit.product
+        price = (
+            f"{product.price:.2f} {product.currency}".strip() if product.price is not None else ""
+        )
+        lines.append(
+            f"{rank:>2}. {product.title}  {price}  [{product.category}]  score {hit.score:.3f}"
+        )
+        lines.append(f"    {product.url}")
+    return "\n".join(lines) if lines else "No matching products."
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from engine.search import Engine
+
+    settings = _settings(args)
+    try:
+        data = Path(args.photo).read_bytes() if args.photo else None
+    except OSError as exc:
+        print(f"error: cannot read {args.photo}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    engine = Engine.open(settings)
+    try:
+        page = asyncio.run(
+            engine.search(
+                image=data,
+                text=args.text,
+                filters=Filters(category=args.category),
+                k=args.k,
+                diversity=args.diversity,
+            )
+        )
+    finally:
+        engine.close()
+    print(_page_as_json(page) if args.json else format_hits(page))
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from engine.index import MANIFEST_FILE, IndexLoadError, current_build_dir
+
+    settings = _settings(args)
+    build_dir = current_build_dir(_index_dir(settings))
+    if build_dir is None or not (build_dir / MANIFEST_FILE).is_file():
+        raise IndexLoadError(f"No index found in {_index_dir(settings)}.")
+    print(f"index: {build_dir}")
+    print((build_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="index_builder.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="config file (default: $FASHIONBOT_CONFIG or config.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="build (or incrementally update) the index")
+    build.add_argument("catalog", help="product feed: CSV or JSON Lines")
+    build.add_argument("--out", help="index directory (default: index.dir)")
+    build.add_argument("--model", help="model.name override")
+    build.add_argument("--pretrained", help="model.pretrained override")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(run=cmd_build)
+
+    query = commands.add_parser("query", help="find products similar to a photo")
+    query.add_argument("photo", nargs="?", help="photo file (omit for a text-only search)")
+    query.add_argument("--index", help="index directory (default: index.dir)")
+    query.add_argument("--k", type=int, default=None, help="number of results")
+    query.add_argument("--text", help="text query, or a refinement of the photo")
+    query.add_argument("--category", help="only this category")
+    query.add_argument("--diversity", type=float, default=None, help="0 similar .. 1 varied")
+    query.add_argument("--json", action="store_true", help="print JSON")
+    query.set_defaults(run=cmd_query)
+
+    info = commands.add_parser("info", help="print the served index's manifest")
+    info.add_argument("--index", help="index directory (default: index.dir)")
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.embedder import ModelLoadError
+    from engine.images import ImageError
+    from engine.index import IndexLoadError
+    from engine.ingest.feed import FeedError
+    from engine.ingest.pipeline import BuildError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "query" and not args.photo and not args.text:
+        print("error: give a photo, --text, or both", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return args.run(args)
+    except ImageError as exc:
+        print(f"error: {args.photo}: {exc.user_message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ConfigError, ModelLoadError, IndexLoadError, FeedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted; the served index is unchanged", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny random-init open_clip model loaded through the production
+loading code, the demo index built once per session, and an engine over it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from engine.devmodel import write_tiny_model
+from engine.embedder import Embedder, load_embedder
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CATALOG = REPO_ROOT / "data" / "demo" / "catalog.csv"
+DEMO_IMAGES = REPO_ROOT / "data" / "demo" / "images"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def make_settings(tiny_model_files: tuple[Path, Path], index_dir: Path, **sections) -> Settings:
+    config, checkpoint = tiny_model_files
+    base = load_settings(DEFAULT_CONFIG_PATH, environ={})
+    model = {"name": str(config), "pretrained": str(checkpoint), "max_wait_ms": 2.0}
+    model.update(sections.pop("model", {}))
+    index = {"dir": str(index_dir)}
+    index.update(sections.pop("index", {}))
+    return base.with_overrides(model=model, index=index, **sections)
+
+
+@pytest.fixture(scope="session")
+def embedder(tiny_model_files: tuple[Path, Path], tmp_path_factory) -> Embedder:
+    settings = make_settings(tiny_model_files, tmp_path_factory.mktemp("unused"))
+    return load_embedder(settings.model)
+
+
+@pytest.fixture(scope="session")
+def demo_index_dir(tiny_model_files, embedder, tmp_path_factory) -> Path:
+    import asyncio
+
+    from engine.ingest.pipeline import build_index
+
+    index_dir = tmp_path_factory.mktemp("demo-index")
+    settings = make_settings(tiny_model_files, index_dir)
+    asyncio.run(build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False))
+    return index_dir
+
+
+@pytest.fixture
+def settings(tiny_model_files, demo_index_dir) -> Settings:
+    return make_settings(tiny_model_files, demo_index_dir)
+
+
+@pytest.fixture
+def engine(settings: Settings, embedder: Embedder) -> Iterator:
+    from engine.index import open_index
+    from engine.search import Engine, model_identity
+
+    index = open_index(demo_index_dir_of(settings), model_identity(embedder))
+    eng = Engine(settings, embedder, index)
+    yield eng
+    eng.close()
+
+
+def demo_index_dir_of(settings: Settings) -> Path:
+    return settings.resolve_path(settings.index.dir)
