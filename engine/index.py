@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,9 @@ import numpy as np
 import usearch
 from usearch.index import Index
 
-from engine.catalog import Catalog
+from engine.catalog import Catalog, CatalogWriter, ImageRecord
+from engine.config import IndexSettings
+from engine.types import Product
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,25 @@ def write_ann(
     ann.save(str(path))
 
 
+def write_build_files(
+    build_dir: Path,
+    vectors: np.ndarray,
+    products: Iterable[Product],
+    records: Iterable[ImageRecord],
+    settings: IndexSettings,
+) -> None:
+    """Vectors (f16, row = key), the ANN graph over them, and the catalog."""
+    half = np.ascontiguousarray(vectors, dtype=np.float16)
+    np.save(build_dir / VECTORS_FILE, half)
+    write_ann(
+        half, build_dir / ANN_FILE, settings.dtype, settings.connectivity, settings.expansion_add
+    )
+    writer = CatalogWriter(build_dir / CATALOG_FILE)
+    writer.add_products(products)
+    writer.add_images(records)
+    writer.close()
+
+
 def finish_build(build_dir: Path, manifest: Manifest) -> None:
     """Checksum the build's files and write its manifest (last, so its presence means done)."""
     manifest.files = {name: file_sha256(build_dir / name) for name in CHECKSUMMED_FILES}
@@ -177,7 +199,9 @@ def remove_stale_temp_builds(index_dir: Path) -> None:
 class VectorIndex:
     """One published build, opened for serving: memory-mapped graph and vectors + catalog."""
 
-    def __init__(self, build_dir: Path, manifest: Manifest, verify: bool) -> None:
+    def __init__(
+        self, build_dir: Path, manifest: Manifest, verify: bool, expansion_search: int = 64
+    ) -> None:
         self.build_dir = build_dir
         self.manifest = manifest
         if verify:
@@ -190,6 +214,8 @@ class VectorIndex:
         try:
             self.vectors: np.ndarray = np.load(build_dir / VECTORS_FILE, mmap_mode="r")
             self.ann = Index.restore(str(build_dir / ANN_FILE), view=True)
+            if self.ann is not None:
+                self.ann.expansion_search = expansion_search
             self.catalog = Catalog(build_dir / CATALOG_FILE)
         except Exception as exc:
             raise IndexLoadError(f"Index in {build_dir} cannot be opened: {exc}") from None
@@ -233,7 +259,10 @@ class VectorIndex:
 
 
 def open_index(
-    index_dir: Path, expected_model: ModelIdentity | None = None, verify: bool = True
+    index_dir: Path,
+    expected_model: ModelIdentity | None = None,
+    verify: bool = True,
+    expansion_search: int = 64,
 ) -> VectorIndex:
     build_dir = current_build_dir(index_dir)
     if build_dir is None or not (build_dir / MANIFEST_FILE).is_file():
@@ -252,7 +281,7 @@ def open_index(
         )
     if expected_model is not None:
         check_model_matches(manifest.model, expected_model)
-    return VectorIndex(build_dir, manifest, verify)
+    return VectorIndex(build_dir, manifest, verify, expansion_search)
 
 
 def check_model_matches(built: ModelIdentity, configured: ModelIdentity) -> None:

@@ -95,7 +95,8 @@ class Engine:
         index = open_index(
             settings.resolve_path(settings.index.dir),
             model_identity(embedder),
-            verify=settings.index.verify_checksums,
+            settings.index.verify_checksums,
+            settings.index.expansion_search,
         )
         log.info(
             "index %s: %d products, %d images",
@@ -186,7 +187,12 @@ class Engine:
         with self._index_lock:
             if current_build_dir(index_dir) == self._index.build_dir:
                 return False
-            fresh = open_index(index_dir, self.identity, self.settings.index.verify_checksums)
+            fresh = open_index(
+                index_dir,
+                self.identity,
+                self.settings.index.verify_checksums,
+                self.settings.index.expansion_search,
+            )
             old, self._index = self._index, fresh
         log.info("switched to index %s (was %s)", fresh.manifest.build_id, old.manifest.build_id)
         return True

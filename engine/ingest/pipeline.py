@@ -24,16 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.catalog import CatalogWriter, ImageRecord
+from engine.catalog import ImageRecord
 from engine.config import Settings
 from engine.embedder import Embedder
 from engine.images import ImageError, decode_image
 from engine.index import (
-    ANN_FILE,
     BUILDS_DIR,
-    CATALOG_FILE,
     SKIPPED_FILE,
-    VECTORS_FILE,
     IndexLoadError,
     Manifest,
     file_sha256,
@@ -42,7 +39,7 @@ from engine.index import (
     open_index,
     publish,
     remove_stale_temp_builds,
-    write_ann,
+    write_build_files,
 )
 from engine.ingest.feed import FeedItem, Skipped, read_feed
 from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
@@ -266,19 +263,7 @@ async def build_index(
         tmp_dir = index_dir / BUILDS_DIR / f".tmp-{build_id}"
         tmp_dir.mkdir(parents=True)
         try:
-            vectors = np.stack(rows).astype(np.float16)
-            np.save(tmp_dir / VECTORS_FILE, vectors)
-            write_ann(
-                vectors,
-                tmp_dir / ANN_FILE,
-                settings.index.dtype,
-                settings.index.connectivity,
-                settings.index.expansion_add,
-            )
-            writer = CatalogWriter(tmp_dir / CATALOG_FILE)
-            writer.add_products(products)
-            writer.add_images(records)
-            writer.close()
+            write_build_files(tmp_dir, np.stack(rows), products, records, settings.index)
             skipped = feed.skipped + stage.skipped
             _write_skipped(tmp_dir / SKIPPED_FILE, skipped)
             seconds = time.perf_counter() - started

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.index import (
+    ANN_FILE,
+    CURRENT_FILE,
+    IndexLoadError,
+    ModelIdentity,
+    current_build_dir,
+    open_index,
+)
+from engine.ranking import RankingParams, rank
+from engine.types import Filters
+from tests.fakes.synthetic import clip_like_vectors, write_synthetic_index
+
+
+@pytest.fixture(scope="module")
+def ten_thousand(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    index_dir = tmp_path_factory.mktemp("ann")
+    vectors = clip_like_vectors(10_000, dim=128, clusters=100, seed=1)
+    write_synthetic_index(index_dir, vectors)
+    return index_dir, vectors
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    half = vectors.astype(np.float16).astype(np.float32)
+    return np.argsort(-(half @ query), kind="stable")[:k]
+
+
+def test_ann_matches_exact_brute_force(ten_thousand) -> None:
+    index_dir, vectors = ten_thousand
+    index = open_index(index_dir, expansion_search=64)
+    queries = clip_like_vectors(200, dim=128, clusters=100, seed=2)
+    overlaps = []
+    for query in queries:
+        keys, scores = index.ann_search(query, 10)
+        assert np.all(np.diff(scores) <= 1e-6)
+        overlaps.append(len(set(keys.tolist()) & set(exact_top(vectors, query, 10).tolist())) / 10)
+    assert np.mean(overlaps) >= 0.99
+
+
+def test_exact_search_is_exact(ten_thousand) -> None:
+    index_dir, vectors = ten_thousand
+    index = open_index(index_dir)
+    query = clip_like_vectors(1, dim=128, clusters=100, seed=3)[0]
+    keys, _ = index.exact_search(query, 10)
+    assert keys.tolist() == exact_top(vectors, query, 10).tolist()
+
+
+@pytest.mark.parametrize("exact_limit", [0, 20_000])
+def test_filtered_search_returns_k_from_a_small_subset(ten_thousand, exact_limit: int) -> None:
+    index_dir, vectors = ten_thousand
+    index = open_index(index_dir)
+    query = clip_like_vectors(1, dim=128, clusters=100, seed=4)[0]
+    # 1 in 8 products is a shoe, and of those only 1 in 3 out of stock, priced 10..20
+    filters = Filters(category="shoes", max_price=20)
+    ranked = rank(index, query, filters, 10, 0.0, RankingParams(4, exact_limit))
+    allowed = [i for i in range(len(vectors)) if i % 8 == 4 and 10 + i % 90 <= 20]
+    expected = [allowed[i] for i in exact_top(vectors[allowed], query, 10)]
+    assert [r.record.key for r in ranked] == expected or exact_limit == 0
+    got = {r.record.key for r in ranked}
+    assert len(got) == 10 and got <= set(allowed)
+    assert len(got & set(expected)) >= 9
+
+
+def test_model_mismatch_is_refused(ten_thousand) -> None:
+    index_dir, _ = ten_thousand
+    other = ModelIdentity("vit-b-32", "laion2b_s34b_b79k", 128, "f" * 16)
+    with pytest.raises(IndexLoadError, match="rebuild the index"):
+        open_index(index_dir, expected_model=other)
+    wrong_dim = ModelIdentity("synthetic", "", 512, "0" * 16)
+    with pytest.raises(IndexLoadError, match="512-d"):
+        open_index(index_dir, expected_model=wrong_dim)
+
+
+def test_corrupted_file_is_detected_at_load(tmp_path: Path) -> None:
+    write_synthetic_index(tmp_path, clip_like_vectors(500, dim=32, seed=5))
+    ann = current_build_dir(tmp_path) / ANN_FILE
+    data = bytearray(ann.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    ann.write_bytes(bytes(data))
+    with pytest.raises(IndexLoadError, match="corrupted"):
+        open_index(tmp_path)
+
+
+def test_missing_index_says_how_to_build_one(tmp_path: Path) -> None:
+    with pytest.raises(IndexLoadError, match="index_builder.py build"):
+        open_index(tmp_path)
+    (tmp_path / CURRENT_FILE).write_text("no-such-build\n")
+    with pytest.raises(IndexLoadError, match="No index found"):
+        open_index(tmp_path)
+
+
+def test_keys_are_row_numbers_and_vectors_are_half_precision(ten_thousand) -> None:
+    index_dir, vectors = ten_thousand
+    index = open_index(index_dir)
+    assert index.vectors.dtype == np.float16 and index.size == len(vectors)
+    assert np.allclose(index.vectors_for(np.array([7, 9999])), vectors[[7, 9999]], atol=1e-3)

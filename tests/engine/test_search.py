@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.batcher import EngineBusy
+from engine.images import NotAnImage
+from engine.index import open_index
+from engine.ingest.pipeline import build_index
+from engine.search import Engine, model_identity
+from engine.types import Filters
+from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, make_settings
+
+
+def demo_rows() -> list[dict[str, str]]:
+    with DEMO_CATALOG.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def chat_copy(path: Path, scale: float = 0.7, quality: int = 60) -> bytes:
+    """What a chat app does to a photo: downscale and re-encode."""
+    image = Image.open(path).convert("RGB")
+    image = image.resize((int(image.width * scale), int(image.height * scale)))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+async def test_catalog_photo_and_its_chat_copy_find_their_product_first(engine: Engine) -> None:
+    rows = demo_rows()[::6]  # one product of each class
+    for row in rows:
+        photo = DEMO_CATALOG.parent / row["image"]
+        exact = await engine.search(image=photo.read_bytes(), k=3)
+        assert exact.hits[0].product.product_id == row["product_id"]
+        assert exact.hits[0].score > 0.999
+        copy = await engine.search(image=chat_copy(photo), k=3)
+        assert copy.hits[0].product.product_id == row["product_id"], row["image"]
+
+
+async def test_results_carry_product_metadata(engine: Engine) -> None:
+    row = demo_rows()[0]
+    page = await engine.search(image=(DEMO_CATALOG.parent / row["image"]).read_bytes(), k=1)
+    product = page.hits[0].product
+    assert (product.title, product.url, product.currency) == (row["title"], row["url"], "EUR")
+    assert product.price == pytest.approx(float(row["price"]))
+    assert product.extra["source_file"] == row["source_file"]  # extra columns survive
+    assert Path(page.hits[0].image_path or "").is_file()
+
+
+async def test_scores_are_sorted_and_k_is_respected(engine: Engine) -> None:
+    page = await engine.search(image=(DEMO_IMAGES / "hat-2.jpg").read_bytes(), k=5)
+    scores = [hit.score for hit in page.hits]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    capped = await engine.search(image=(DEMO_IMAGES / "hat-2.jpg").read_bytes(), k=500)
+    assert len(capped.hits) == engine.settings.search.max_k
+
+
+async def test_filters_return_k_results_even_when_most_are_filtered_out(engine: Engine) -> None:
+    photo = (DEMO_IMAGES / "dress-1.jpg").read_bytes()
+    page = await engine.search(image=photo, filters=Filters(category="shoes"), k=6)
+    assert len(page.hits) == 6
+    assert {h.product.category for h in page.hits} == {"shoes"}
+    cheap = await engine.search(
+        image=photo, filters=Filters(max_price=30, in_stock_only=True), k=10
+    )
+    assert cheap.hits and all(h.product.price <= 30 and h.product.in_stock for h in cheap.hits)
+    rows = [r for r in demo_rows() if float(r["price"]) <= 30 and r["in_stock"] == "true"]
+    assert len(cheap.hits) == min(10, len(rows))
+    none = await engine.search(image=photo, filters=Filters(category="no-such-category"))
+    assert none.hits == [] and not none.has_more
+
+
+async def test_paging_never_repeats_and_reaches_the_end(engine: Engine) -> None:
+    photo = (DEMO_IMAGES / "skirt-4.jpg").read_bytes()
+    for diversity in (0.0, 0.7):
+        seen: list[str] = []
+        offset = 0
+        while True:
+            page = await engine.search(image=photo, k=7, offset=offset, diversity=diversity)
+            seen += [hit.product.product_id for hit in page.hits]
+            if not page.has_more:
+                break
+            offset += 7
+        assert len(seen) == len(set(seen)) == 60
+
+
+async def test_diversity_trades_similarity_for_variety(engine: Engine) -> None:
+    photo = (DEMO_IMAGES / "t-shirt-1.jpg").read_bytes()
+    similar = await engine.search(image=photo, k=8, diversity=0.0)
+    varied = await engine.search(image=photo, k=8, diversity=1.0)
+    assert similar.hits[0].product.product_id == varied.hits[0].product.product_id
+
+    key_of = {r.product_id: r.key for r in engine.index.catalog.iter_images()}
+
+    def mean_pairwise(page) -> float:
+        keys = np.array([key_of[h.product.product_id] for h in page.hits], dtype=np.uint64)
+        vectors = engine.index.vectors_for(keys)
+        matrix = vectors @ vectors.T
+        return float(matrix[np.triu_indices(len(keys), 1)].mean())
+
+    assert mean_pairwise(varied) < mean_pairwise(similar)
+    assert [h.score for h in varied.hits] != sorted(h.score for h in varied.hits)[::-1]
+
+
+async def test_text_and_refined_queries(engine: Engine) -> None:
+    text_page = await engine.search(text="red summer dress", k=4)
+    assert len(text_page.hits) == 4
+    photo = (DEMO_IMAGES / "pants-1.jpg").read_bytes()
+    plain = await engine.search(image=photo, k=10)
+    refined = await engine.search(image=photo, text="in blue", k=10)
+    assert [h.product.product_id for h in plain.hits] != [
+        h.product.product_id for h in refined.hits
+    ]
+    with pytest.raises(ValueError):
+        await engine.search()
+
+
+async def test_unusable_photo_raises_a_typed_error(engine: Engine) -> None:
+    with pytest.raises(NotAnImage):
+        await engine.search(image=b"definitely not a photo" * 10)
+
+
+async def test_concurrent_queries_share_batches(engine: Engine) -> None:
+    photos = [(DEMO_IMAGES / f"shoes-{i}.jpg").read_bytes() for i in range(1, 7)] * 3
+    before = engine.batcher.stats.batches
+    pages = await asyncio.gather(*(engine.search(image=p, k=1) for p in photos))
+    assert all(page.hits for page in pages)
+    assert engine.batcher.stats.batches - before < len(photos)
+
+
+async def test_saturated_engine_answers_busy(settings, embedder, demo_index_dir) -> None:
+    busy_settings = settings.with_overrides(model={"max_queue": 1, "max_batch": 1})
+    engine = Engine(busy_settings, embedder, open_index(demo_index_dir, model_identity(embedder)))
+    try:
+        photo = (DEMO_IMAGES / "shoes-1.jpg").read_bytes()
+        results = await asyncio.gather(
+            *(engine.search(image=photo) for _ in range(12)), return_exceptions=True
+        )
+        assert any(isinstance(r, EngineBusy) for r in results)
+        assert any(not isinstance(r, Exception) for r in results)
+    finally:
+        engine.close()
+
+
+async def test_one_result_per_product_with_its_best_image(
+    tiny_model_files, embedder, tmp_path: Path
+) -> None:
+    # Each product has two photos: its own and a chat copy of it; one must not crowd out others.
+    catalog = tmp_path / "multi.csv"
+    rows = demo_rows()[:12]
+    with catalog.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            source = DEMO_CATALOG.parent / row["image"]
+            copy = tmp_path / f"copy-{source.name}"
+            copy.write_bytes(chat_copy(source, scale=0.9, quality=80))
+            writer.writerow({**row, "image": f"{source}|{copy}"})
+    settings = make_settings(tiny_model_files, tmp_path / "index")
+    report = await build_index(settings, catalog, tmp_path / "index", embedder, show_progress=False)
+    assert (report.products, report.images) == (12, 24)
+    engine = Engine(settings, embedder, open_index(tmp_path / "index", model_identity(embedder)))
+    try:
+        page = await engine.search(
+            image=(DEMO_CATALOG.parent / rows[3]["image"]).read_bytes(), k=10
+        )
+        ids = [hit.product.product_id for hit in page.hits]
+        assert len(ids) == len(set(ids)) == 10
+        assert ids[0] == rows[3]["product_id"]
+        assert page.hits[0].image.endswith(rows[3]["image"].split("/")[-1])
+        assert not page.hits[0].image.split("/")[-1].startswith("copy-")
+    finally:
+        engine.close()
