@@ -50,7 +50,11 @@ def test_broken_rows_are_skipped_with_reasons(tmp_path: Path) -> None:
     assert [item.product.product_id for item in result.items] == ["A1", "A6"]
     first = result.items[0]
     assert first.images == ("a.jpg", "b.jpg")
-    assert (first.product.price, first.product.currency, first.product.category) == (12.5, "EUR", "dress")
+    assert (first.product.price, first.product.currency, first.product.category) == (
+        12.5,
+        "EUR",
+        "dress",
+    )
     assert result.items[1].product.title == "A6" and not result.items[1].product.in_stock
     reasons = {skip.row: skip.reason for skip in result.skipped}
     assert reasons == {
@@ -89,12 +93,21 @@ def test_non_utf8_feed_is_read(tmp_path: Path) -> None:
 
 def test_json_lines_feed(tmp_path: Path) -> None:
     feed = tmp_path / "feed.jsonl"
-    good = {"product_id": "J1", "title": "Tee", "url": "https://s.example/j1", "image": "t.jpg", "price": 5}
+    good = {
+        "product_id": "J1",
+        "title": "Tee",
+        "url": "https://s.example/j1",
+        "image": "t.jpg",
+        "price": 5,
+    }
     feed.write_text(json.dumps(good) + "\n{not json\n" + json.dumps([1, 2]) + "\n\n")
     result = read_feed(feed)
     assert [i.product.product_id for i in result.items] == ["J1"]
     assert result.items[0].product.price == 5.0
-    assert [s.reason.split(" (")[0] for s in result.skipped] == ["not valid JSON", "not a JSON object"]
+    assert [s.reason.split(" (")[0] for s in result.skipped] == [
+        "not valid JSON",
+        "not a JSON object",
+    ]
 
 
 def test_missing_file_is_a_feed_error(tmp_path: Path) -> None:

@@ -105,7 +105,13 @@ async def shop_server():
 
 def fetcher(tmp_path: Path, **overrides) -> ImageFetcher:
     settings = FetchSettings(
-        **{"concurrency": 4, "timeout_s": 1.0, "retries": 2, "max_bytes": 1_000_000, "backoff_s": 0.01}
+        **{
+            "concurrency": 4,
+            "timeout_s": 1.0,
+            "retries": 2,
+            "max_bytes": 1_000_000,
+            "backoff_s": 0.01,
+        }
         | overrides
     )
     return ImageFetcher(tmp_path, tmp_path / "cache", settings)

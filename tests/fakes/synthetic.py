@@ -9,7 +9,14 @@ import numpy as np
 
 from engine.catalog import ImageRecord
 from engine.config import IndexSettings
-from engine.index import Manifest, ModelIdentity, finish_build, new_build_id, publish, write_build_files
+from engine.index import (
+    Manifest,
+    ModelIdentity,
+    finish_build,
+    new_build_id,
+    publish,
+    write_build_files,
+)
 from engine.types import Product
 
 CATEGORIES = ("dress", "hat", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt")
