@@ -88,7 +88,7 @@ def test_corrupted_file_is_detected_at_load(tmp_path: Path) -> None:
 
 
 def test_missing_index_says_how_to_build_one(tmp_path: Path) -> None:
-    with pytest.raises(IndexLoadError, match="index_builder.py build"):
+    with pytest.raises(IndexLoadError, match=r"index_builder\.py build"):
         open_index(tmp_path)
     (tmp_path / CURRENT_FILE).write_text("no-such-build\n")
     with pytest.raises(IndexLoadError, match="No index found"):
