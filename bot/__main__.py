@@ -10,9 +10,11 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
+from bot.logs import configure_logging
 from bot.render import album_as_text
 from engine.config import ConfigError, Settings, load_settings
 from engine.embedder import ModelLoadError
@@ -50,13 +52,26 @@ async def terminal_demo(engine: Engine, settings: Settings) -> int:
 
 
 async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> int:
-    names = ", ".join(sorted(tokens))
-    log.error(
-        "%s set, but the chat front-ends are not part of this build yet; "
-        "the engine is ready (see README, 'Status').",
-        names,
-    )
-    return 1
+    """Run the enabled bots on this event loop until SIGTERM / SIGINT."""
+    from bot.telegram_bot import TelegramBot
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    bots = []
+    if "TELEGRAM_BOT_TOKEN" in tokens:
+        bots.append(TelegramBot(engine, settings, tokens["TELEGRAM_BOT_TOKEN"]))
+    if "DISCORD_BOT_TOKEN" in tokens:
+        log.warning("DISCORD_BOT_TOKEN is set, but the Discord front-end is not in this build yet")
+    if not bots:
+        return 1
+    for bot in bots:
+        await bot.start()
+    await stop.wait()
+    log.info("stopping: finishing searches in flight")
+    await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     tokens = {name: os.environ[name] for name in TOKEN_VARIABLES if os.environ.get(name)}
+    configure_logging(settings.log.level, tokens.values())
     try:
         engine = Engine.open(settings)
     except (ModelLoadError, IndexLoadError) as exc:

@@ -1,8 +1,16 @@
-"""How results look to a shopper, shared by every front-end."""
+"""How results look to a shopper, shared by every front-end: captions, prices, shop links
+with UTM tags, and the plain-text album of the terminal demo."""
 
 from __future__ import annotations
 
+from html import escape
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from bot.i18n import t
+from engine.config import LinkSettings
 from engine.types import Hit, Product, SearchPage
+
+CAPTION_LIMIT = 1024  # Telegram's caption limit; Discord's is larger
 
 
 def format_price(product: Product) -> str:
@@ -11,16 +19,54 @@ def format_price(product: Product) -> str:
     return f"{product.price:,.2f} {product.currency}".strip()
 
 
-def caption_text(hit: Hit) -> str:
+def shop_link(url: str, source: str, links: LinkSettings) -> str:
+    """The product URL with UTM tags added (tags the shop already set are kept)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    present = {key for key, _ in query}
+    tags = {
+        "utm_source": source,
+        "utm_medium": links.utm_medium,
+        "utm_campaign": links.utm_campaign,
+    }
+    query += [(k, v) for k, v in tags.items() if v and k not in present]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def short_title(title: str, limit: int = 48) -> str:
+    return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
+
+
+def caption_text(hit: Hit, language: str | None = None) -> str:
     product = hit.product
     parts = [product.title, format_price(product)]
     if not product.in_stock:
-        parts.append("(out of stock)")
+        parts.append(f"({t(language, 'out_of_stock')})")
     return " · ".join(p for p in parts if p)
 
 
+def caption_html(hit: Hit, link: str, language: str | None) -> str:
+    product = hit.product
+    details = " · ".join(
+        p
+        for p in (
+            escape(format_price(product)),
+            escape(t(language, "out_of_stock")) if not product.in_stock else "",
+        )
+        if p
+    )
+    tail = f'\n{details}\n<a href="{escape(link, quote=True)}">{escape(t(language, "buy"))}</a>'
+    room = CAPTION_LIMIT - len(tail) - len("<b></b>")
+    return f"<b>{escape(short_title(product.title, max(16, room)))}</b>{tail}"
+
+
+def button_label(number: int, hit: Hit) -> str:
+    price = format_price(hit.product)
+    return f"{number}. {short_title(hit.product.title, 40)}" + (f" · {price}" if price else "")
+
+
 def album_as_text(page: SearchPage) -> str:
-    """The album a chat would show, as plain text (terminal demo, logs of demo runs)."""
+    """The album a chat would show, as plain text (terminal demo)."""
     if not page.hits:
         return "No similar products found."
     lines = []

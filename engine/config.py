@@ -109,6 +109,35 @@ class CatalogSettings:
 class TelegramSettings:
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
+    album_size: int = field(default=6, metadata=_check(lambda v: 1 <= v <= 10, "must be 1..10"))
+    mode: str = field(default="polling", metadata=_one_of("polling", "webhook"))
+    webhook_url: str = ""
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = field(default=8443, metadata=_check(lambda v: 0 < v < 65536, "a port"))
+    media_group_wait_ms: int = field(default=800, metadata=_non_negative())
+    photo_source: str = field(default="upload", metadata=_one_of("upload", "url"))
+    admin_ids: str = field(
+        default="",
+        metadata=_check(
+            lambda v: all(p.strip().lstrip("-").isdigit() for p in v.split(",") if p.strip()),
+            "must be comma-separated numeric user ids",
+        ),
+    )
+
+    @property
+    def admins(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.admin_ids.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    searches_per_minute: int = field(default=10, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    utm_medium: str = "chatbot"
+    utm_campaign: str = "fashionbot"
 
 
 @dataclass(frozen=True)
@@ -135,6 +164,8 @@ class Settings:
     build: BuildSettings = field(default_factory=BuildSettings)
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    links: LinkSettings = field(default_factory=LinkSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     log: LogSettings = field(default_factory=LogSettings)

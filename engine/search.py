@@ -117,21 +117,22 @@ class Engine:
         image = decode_image(data, self._limits, draft_size=self.embedder.image_size)
         return self.embedder.preprocess_image(image)
 
-    async def embed_query(self, image: bytes | None, text: str | None) -> np.ndarray:
-        """The query vector for a photo, a text, or a photo refined by a text."""
-        if image is None and not (text and text.strip()):
+    async def embed_query(self, images: Sequence[bytes], text: str | None) -> np.ndarray:
+        """The query vector for photos (several are averaged: an album is one look), a
+        text, or photos refined by a text."""
+        if not images and not (text and text.strip()):
             raise ValueError("a search needs a photo or some text")
         loop = asyncio.get_running_loop()
-        image_future = None
-        if image is not None:
-            pixels = await loop.run_in_executor(self._cpu_pool, self._preprocess, image)
-            image_future = self.batcher.submit_async(_ModelJob(pixels=pixels))
+        image_futures = []
+        for data in images:
+            pixels = await loop.run_in_executor(self._cpu_pool, self._preprocess, data)
+            image_futures.append(self.batcher.submit_async(_ModelJob(pixels=pixels)))
         text_future = self.batcher.submit_async(_ModelJob(text=text)) if text else None
         vector = np.zeros(self.identity.dim, dtype=np.float32)
-        if image_future is not None:
-            vector += await image_future
+        if image_futures:
+            vector += _normalise(np.mean(await asyncio.gather(*image_futures), axis=0))
         if text_future is not None:
-            weight = self.settings.search.text_weight if image is not None else 1.0
+            weight = self.settings.search.text_weight if images else 1.0
             vector += weight * await text_future
         return _normalise(vector)
 
@@ -152,19 +153,21 @@ class Engine:
         image: bytes | None = None,
         text: str | None = None,
         filters: Filters | None = None,
+        images: Sequence[bytes] = (),
         k: int | None = None,
         offset: int = 0,
         diversity: float | None = None,
     ) -> SearchPage:
-        """Products most similar to a photo and/or a text. Raises ImageError for unusable
-        photos and EngineBusy when the model queue is full."""
+        """Products most similar to a photo (or several: `images`) and/or a text. Raises
+        ImageError for unusable photos and EngineBusy when the model queue is full."""
         search = self.settings.search
         k = max(1, min(k or search.default_k, search.max_k))
         offset = max(0, offset)
         diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        query = await self.embed_query(image, text)
+        photos = [image, *images] if image is not None else list(images)
+        query = await self.embed_query(photos, text)
         timings["embed_ms"] = (time.perf_counter() - started) * 1000
         ranked_at = time.perf_counter()
         loop = asyncio.get_running_loop()

@@ -1,0 +1,696 @@
+"""Telegram front-end: platform events in, engine calls, albums out.
+
+Paging is stateless: the keyboard under an album replies to the shopper's own message,
+so "More like this" re-reads the query (photo file id, caption or /search text) from
+Telegram itself. Buttons keep working after a restart, and callback data stays tiny
+whatever the product ids look like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InlineQueryResultArticle,
+    InlineQueryResultCachedPhoto,
+    InlineQueryResultPhoto,
+    InputMediaPhoto,
+    InputTextMessageContent,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    InlineQueryHandler,
+    MessageHandler,
+    filters,
+)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from bot.i18n import languages, t
+from bot.limits import RateLimiter
+from bot.render import button_label, caption_html, shop_link
+from bot.stats import BotStats
+from engine.batcher import EngineBusy
+from engine.config import Settings
+from engine.images import ImageError
+from engine.index import IndexLoadError
+from engine.search import Engine
+from engine.types import Filters, Hit, SearchPage
+
+log = logging.getLogger(__name__)
+
+TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB
+CHAT_ACTION_EVERY_S = 4.0  # Telegram shows an action for 5 s
+CALLBACK_PREFIX = "p"
+FILE_ID_CACHE_SIZE = 20_000
+_NOT_PHOTO_MIME = ("video/", "audio/", "text/", "application/pdf", "application/zip")
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to search for, re-derivable from a Telegram message."""
+
+    photo_file_ids: tuple[str, ...] = ()
+    photo_sizes: tuple[int, ...] = ()
+    text: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.photo_file_ids and not self.text
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    offset: int = 0
+    surprise: bool = False
+    category: str | None = None
+
+
+def encode_page(request: PageRequest, categories: list[str]) -> str:
+    """Callback data, at most 64 bytes: categories go by their position in the catalog."""
+    position = categories.index(request.category) if request.category in categories else -1
+    return f"{CALLBACK_PREFIX}:{request.offset}:{int(request.surprise)}:{position}"
+
+
+def decode_page(data: str, categories: list[str]) -> PageRequest | None:
+    match = re.fullmatch(rf"{CALLBACK_PREFIX}:(\d{{1,6}}):([01]):(-?\d{{1,4}})", data or "")
+    if not match:
+        return None
+    position = int(match.group(3))
+    category = categories[position] if 0 <= position < len(categories) else None
+    return PageRequest(int(match.group(1)), match.group(2) == "1", category)
+
+
+class FileIdCache:
+    """Product image -> Telegram file id, so a product photo is uploaded only once."""
+
+    def __init__(self, size: int = FILE_ID_CACHE_SIZE) -> None:
+        self._ids: OrderedDict[str, str] = OrderedDict()
+        self._size = size
+
+    def get(self, image: str) -> str | None:
+        file_id = self._ids.get(image)
+        if file_id is not None:
+            self._ids.move_to_end(image)
+        return file_id
+
+    def put(self, image: str, file_id: str) -> None:
+        self._ids[image] = file_id
+        self._ids.move_to_end(image)
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
+@dataclass
+class _PendingAlbum:
+    messages: list[Message] = field(default_factory=list)
+
+
+class TelegramBot:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        token: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.stats = BotStats()
+        self.limiter = RateLimiter(settings.limits.searches_per_minute, clock)
+        self.file_ids = FileIdCache()
+        self._albums: dict[str, _PendingAlbum] = {}
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self.application: Application = (
+            ApplicationBuilder()
+            .token(token)
+            .base_url(settings.telegram.base_url)
+            .base_file_url(settings.telegram.base_file_url)
+            .rate_limiter(AIORateLimiter(max_retries=3))
+            .concurrent_updates(64)
+            .build()
+        )
+        self._register_handlers()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def _register_handlers(self) -> None:
+        app = self.application
+        private = filters.ChatType.PRIVATE
+        app.add_handler(CommandHandler(["start", "help"], self.on_start))
+        app.add_handler(CommandHandler("search", self.on_search_command))
+        app.add_handler(CommandHandler("similar", self.on_similar_command))
+        app.add_handler(CommandHandler("stats", self.on_stats))
+        app.add_handler(CommandHandler("reload", self.on_reload))
+        app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self.on_photo))
+        app.add_handler(MessageHandler(private & filters.Sticker.ALL, self.on_sticker))
+        app.add_handler(
+            MessageHandler(
+                private & (filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE), self.on_video
+            )
+        )
+        app.add_handler(CallbackQueryHandler(self.on_page_button))
+        app.add_handler(InlineQueryHandler(self.on_inline_query))
+        app.add_error_handler(self.on_error)
+
+    async def start(self) -> None:
+        await self.application.initialize()
+        await self._register_commands()
+        await self.application.start()
+        telegram = self.settings.telegram
+        updater = self.application.updater
+        assert updater is not None
+        if telegram.mode == "webhook":
+            await updater.start_webhook(
+                listen=telegram.webhook_listen,
+                port=telegram.webhook_port,
+                url_path="telegram",
+                webhook_url=telegram.webhook_url.rstrip("/") + "/telegram",
+                secret_token=os.environ.get("TELEGRAM_WEBHOOK_SECRET"),
+            )
+        else:
+            await updater.start_polling(poll_interval=0.0, timeout=10, bootstrap_retries=-1)
+        me = self.application.bot
+        log.info("telegram bot @%s is serving (%s)", me.username, telegram.mode)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking updates, let in-flight searches finish (bounded), then close."""
+        updater = self.application.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=grace_s)
+        if self.application.running:
+            await self.application.stop()
+        await self.application.shutdown()
+
+    async def _register_commands(self) -> None:
+        for language in languages():
+            commands = [
+                BotCommand(name, t(language, f"command.{name}"))
+                for name in ("start", "help", "search", "similar")
+            ]
+            code = None if language == "en" else language
+            try:
+                await self.application.bot.set_my_commands(commands, language_code=code)
+            except (NetworkError, BadRequest) as exc:
+                log.warning("could not register bot commands (%s): %s", language, exc)
+
+    # ---- commands --------------------------------------------------------------------
+
+    async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None:
+            await message.reply_text(t(_language(update), "start"))
+
+    async def on_search_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        text = " ".join(context.args or []).strip()
+        if not text:
+            await message.reply_text(t(_language(update), "search_usage"))
+            return
+        await self._tracked(self._answer(update, message, Query(text=text), PageRequest()))
+
+    async def on_similar_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        target = message.reply_to_message
+        query = self.query_of(target) if target is not None else Query()
+        extra = " ".join(context.args or []).strip()
+        if not query.photo_file_ids:
+            await message.reply_text(t(_language(update), "similar_needs_photo"))
+            return
+        if extra:
+            query = Query(query.photo_file_ids, query.photo_sizes, extra)
+        await self._tracked(self._answer(update, message, query, PageRequest()))
+
+    async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not await self._is_admin(update):
+            return
+        manifest = self.engine.index.manifest
+        await message.reply_text(
+            t(
+                _language(update),
+                "stats",
+                searches=self.stats.searches,
+                errors=self.stats.errors,
+                rate_limited=self.stats.rate_limited,
+                busy=self.stats.busy,
+                p50_ms=self.stats.percentile_ms(50),
+                p95_ms=self.stats.percentile_ms(95),
+                build=manifest.build_id,
+                products=manifest.products,
+            )
+        )
+
+    async def on_reload(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not await self._is_admin(update):
+            return
+        language = _language(update)
+        try:
+            changed = await asyncio.to_thread(self.engine.reload_if_changed)
+        except IndexLoadError as exc:
+            await message.reply_text(t(language, "reload_failed", reason=str(exc)))
+            return
+        build = self.engine.index.manifest.build_id
+        await message.reply_text(
+            t(language, "reloaded" if changed else "reload_unchanged", build=build)
+        )
+
+    async def _is_admin(self, update: Update) -> bool:
+        user = update.effective_user
+        if user is not None and user.id in self.settings.telegram.admins:
+            return True
+        if update.effective_message is not None:
+            await update.effective_message.reply_text(t(_language(update), "admin_only"))
+        log.info("refused an admin command from user %s", user.id if user else "?")
+        return False
+
+    # ---- photos ----------------------------------------------------------------------
+
+    def query_of(self, message: Message | None) -> Query:
+        """The search a message asks for: its photo (or image file) and caption, or the
+        words after /search; for a /similar reply, the photo it replies to."""
+        if message is None:
+            return Query()
+        text = message.text or ""
+        if text.startswith("/search"):
+            return Query(text=text.partition(" ")[2].strip() or None)
+        if text.startswith("/similar"):
+            inner = self.query_of(message.reply_to_message)
+            refine = text.partition(" ")[2].strip()
+            return Query(inner.photo_file_ids, inner.photo_sizes, refine or inner.text)
+        caption = self._strip_mention(message.caption or "") or None
+        if message.photo:
+            largest = message.photo[-1]
+            return Query((largest.file_id,), (largest.file_size or 0,), caption)
+        document = message.document
+        if document is not None:
+            return Query((document.file_id,), (document.file_size or 0,), caption)
+        return Query()
+
+    def _strip_mention(self, caption: str) -> str:
+        username = self.application.bot.username if self.application.bot else ""
+        if username:
+            caption = re.sub(rf"@{re.escape(username)}\b", "", caption, flags=re.IGNORECASE)
+        return caption.strip()
+
+    def _addressed_to_me(self, message: Message) -> bool:
+        """In groups, answer only when asked: a mention in the caption, or a reply to us."""
+        if message.chat.type == ChatType.PRIVATE:
+            return True
+        username = (self.application.bot.username or "").lower()
+        if username and f"@{username}" in (message.caption or "").lower():
+            return True
+        replied = message.reply_to_message
+        return bool(
+            replied and replied.from_user and replied.from_user.id == self.application.bot.id
+        )
+
+    async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not self._addressed_to_me(message):
+            return
+        language = _language(update)
+        document = message.document
+        if document is not None and not message.photo:
+            mime = (document.mime_type or "").lower()
+            if mime.startswith(_NOT_PHOTO_MIME):
+                await message.reply_text(t(language, "not_a_photo_file"))
+                return
+        if message.media_group_id:
+            await self._collect_album_photo(update, message)
+            return
+        await self._tracked(self._answer(update, message, self.query_of(message), PageRequest()))
+
+    async def _collect_album_photo(self, update: Update, message: Message) -> None:
+        """Photos sent together arrive as separate updates: gather them for a moment,
+        then answer once for the whole look (their embeddings are averaged)."""
+        group_id = str(message.media_group_id)
+        pending = self._albums.get(group_id)
+        if pending is not None:
+            pending.messages.append(message)
+            return
+        pending = self._albums[group_id] = _PendingAlbum([message])
+        await asyncio.sleep(self.settings.telegram.media_group_wait_ms / 1000)
+        del self._albums[group_id]
+        messages = sorted(pending.messages, key=lambda m: m.message_id)
+        queries = [self.query_of(m) for m in messages]
+        combined = Query(
+            tuple(fid for q in queries for fid in q.photo_file_ids),
+            tuple(size for q in queries for size in q.photo_sizes),
+            next((q.text for q in queries if q.text), None),
+        )
+        await self._tracked(self._answer(update, messages[0], combined, PageRequest()))
+
+    async def on_sticker(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_message is not None:
+            await update.effective_message.reply_text(t(_language(update), "sticker"))
+
+    async def on_video(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_message is not None:
+            await update.effective_message.reply_text(t(_language(update), "video"))
+
+    async def on_page_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        callback = update.callback_query
+        if callback is None:
+            return
+        request = decode_page(callback.data or "", self.engine.categories())
+        keyboard_message = callback.message if isinstance(callback.message, Message) else None
+        origin = keyboard_message.reply_to_message if keyboard_message is not None else None
+        query = self.query_of(origin)
+        if request is None or origin is None or query.empty:
+            await callback.answer(t(_language(update), "expired"), show_alert=True)
+            return
+        await callback.answer()
+        await self._tracked(self._answer(update, origin, query, request))
+
+    # ---- the search and the reply ----------------------------------------------------
+
+    async def _tracked(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._in_flight.add(task)
+        try:
+            await task
+        finally:
+            self._in_flight.discard(task)
+
+    async def _answer(
+        self, update: Update, origin: Message, query: Query, request: PageRequest
+    ) -> None:
+        language = _language(update)
+        chat_id = origin.chat_id
+        user = update.effective_user
+        wait = self.limiter.retry_after(user.id) if user is not None else 0.0
+        if wait:
+            self.stats.rate_limited += 1
+            await self._say(chat_id, origin, t(language, "rate_limited", seconds=round(wait)))
+            return
+        if any(
+            size > min(TELEGRAM_DOWNLOAD_LIMIT, self.settings.images.max_bytes)
+            for size in query.photo_sizes
+        ):
+            await self._say(chat_id, origin, t(language, "file_too_large"))
+            return
+        action = asyncio.create_task(self._keep_uploading_action(chat_id))
+        started = time.perf_counter()
+        try:
+            photos = [await self._download(fid) for fid in query.photo_file_ids]
+            search = self.settings.search
+            page = await self.engine.search(
+                images=photos,
+                text=query.text,
+                filters=Filters(category=request.category),
+                k=self.settings.telegram.album_size,
+                offset=request.offset,
+                diversity=search.surprise_diversity if request.surprise else None,
+            )
+        except ImageError as exc:
+            await self._say(chat_id, origin, t(language, f"error.{exc.reason}"))
+            return
+        except _TooLarge:
+            await self._say(chat_id, origin, t(language, "file_too_large"))
+            return
+        except EngineBusy as exc:
+            self.stats.busy += 1
+            await self._say(chat_id, origin, t(language, "busy", seconds=round(exc.retry_after_s)))
+            return
+        finally:
+            action.cancel()
+        self.stats.record_search((time.perf_counter() - started) * 1000)
+        if not page.hits:
+            await self._say(
+                chat_id, origin, t(language, "no_more" if request.offset else "no_results")
+            )
+            return
+        await self._send_album(chat_id, origin, page.hits, language)
+        await self._send_keyboard(chat_id, origin, page, request, language)
+
+    async def _download(self, file_id: str) -> bytes:
+        file = await self.application.bot.get_file(file_id)
+        if file.file_size and file.file_size > self.settings.images.max_bytes:
+            raise _TooLarge()
+        return bytes(await file.download_as_bytearray())
+
+    async def _keep_uploading_action(self, chat_id: int) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                with contextlib.suppress(NetworkError, BadRequest, Forbidden):
+                    await self.application.bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO)
+                await asyncio.sleep(CHAT_ACTION_EVERY_S)
+
+    async def _say(self, chat_id: int, origin: Message, text: str, **kwargs: Any) -> None:
+        await _with_network_retries(
+            lambda: self.application.bot.send_message(
+                chat_id, text, reply_parameters=_reply_to(origin), **kwargs
+            )
+        )
+
+    def _photo_source(self, hit: Hit) -> tuple[str, Any]:
+        """(cache key, what to hand Telegram) for a product photo."""
+        key = hit.image_path or hit.image
+        cached = self.file_ids.get(key)
+        if cached is not None:
+            return key, cached
+        is_url = hit.image.lower().startswith(("http://", "https://"))
+        if is_url and (self.settings.telegram.photo_source == "url" or not hit.image_path):
+            return key, hit.image
+        if hit.image_path and Path(hit.image_path).is_file():
+            return key, Path(hit.image_path).read_bytes()
+        return key, hit.image
+
+    def _item(self, hit: Hit, language: str | None) -> tuple[str, Any, str]:
+        """(cache key, photo source, HTML caption) for one product of an album."""
+        key, source = self._photo_source(hit)
+        link = shop_link(hit.product.url, "telegram", self.settings.links)
+        return key, source, caption_html(hit, link, language)
+
+    def _remember_file_ids(
+        self, keys: list[str], sent: tuple[Message, ...] | list[Message]
+    ) -> None:
+        for key, message in zip(keys, sent, strict=False):
+            if message.photo:
+                self.file_ids.put(key, message.photo[-1].file_id)
+
+    async def _send_album(
+        self, chat_id: int, origin: Message, hits: list[Hit], language: str | None
+    ) -> None:
+        items = [self._item(hit, language) for hit in hits]
+        keys = [key for key, _, _ in items]
+        bot = self.application.bot
+        if len(items) > 1:
+            media = [
+                InputMediaPhoto(media=source, caption=caption, parse_mode=ParseMode.HTML)
+                for _, source, caption in items
+            ]
+            try:
+                sent = await _with_network_retries(
+                    lambda: bot.send_media_group(chat_id, media, reply_parameters=_reply_to(origin))
+                )
+                self._remember_file_ids(keys, sent)
+                return
+            except BadRequest as exc:
+                # One photo Telegram cannot use sinks the whole album: send them one by one.
+                log.warning("album rejected (%s); sending its photos one by one", exc.message)
+        for key, source, caption in items:
+            try:
+                message = await _with_network_retries(
+                    lambda source=source, caption=caption: bot.send_photo(
+                        chat_id,
+                        source,
+                        caption=caption,
+                        parse_mode=ParseMode.HTML,
+                        reply_parameters=_reply_to(origin),
+                    )
+                )
+                self._remember_file_ids([key], [message])
+            except BadRequest as exc:
+                log.warning("product photo %s rejected: %s", key, exc.message)
+
+    def keyboard(
+        self, page: SearchPage, request: PageRequest, language: str | None
+    ) -> InlineKeyboardMarkup:
+        rows: list[list[InlineKeyboardButton]] = [
+            [
+                InlineKeyboardButton(
+                    button_label(n, hit),
+                    url=shop_link(hit.product.url, "telegram", self.settings.links),
+                )
+            ]
+            for n, hit in enumerate(page.hits, start=page.offset + 1)
+        ]
+        categories = self.engine.categories()
+        navigation = []
+        if page.has_more:
+            more = PageRequest(page.offset + len(page.hits), request.surprise, request.category)
+            navigation.append(
+                InlineKeyboardButton(
+                    t(language, "button.more"), callback_data=encode_page(more, categories)
+                )
+            )
+        surprise = PageRequest(0, True, request.category)
+        navigation.append(
+            InlineKeyboardButton(
+                t(language, "button.surprise"), callback_data=encode_page(surprise, categories)
+            )
+        )
+        rows.append(navigation)
+        # Categories of what is on screen first: the likeliest refinements.
+        shown = [h.product.category for h in page.hits if h.product.category]
+        choices = [c for c in dict.fromkeys(shown + categories) if c != request.category][:6]
+        buttons = [
+            InlineKeyboardButton(
+                t(language, "button.category", category=c),
+                callback_data=encode_page(PageRequest(0, False, c), categories),
+            )
+            for c in choices
+        ]
+        if request.category:
+            buttons.append(
+                InlineKeyboardButton(
+                    t(language, "button.all"), callback_data=encode_page(PageRequest(), categories)
+                )
+            )
+        rows += [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
+        return InlineKeyboardMarkup(rows)
+
+    async def _send_keyboard(
+        self,
+        chat_id: int,
+        origin: Message,
+        page: SearchPage,
+        request: PageRequest,
+        language: str | None,
+    ) -> None:
+        await self._say(
+            chat_id,
+            origin,
+            t(language, "results"),
+            reply_markup=self.keyboard(page, request, language),
+        )
+
+    # ---- inline mode -------------------------------------------------------------------
+
+    async def on_inline_query(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        inline = update.inline_query
+        if inline is None or not inline.query.strip():
+            return
+        language = _language(update)
+        if self.limiter.retry_after(inline.from_user.id):
+            self.stats.rate_limited += 1
+            await inline.answer([], cache_time=5)
+            return
+        offset = int(inline.offset) if inline.offset.isdigit() else 0
+        try:
+            page = await self.engine.search(
+                text=inline.query.strip(), k=self.settings.search.max_k, offset=offset
+            )
+        except EngineBusy:
+            self.stats.busy += 1
+            await inline.answer([], cache_time=1)
+            return
+        results = [self._inline_result(hit, language) for hit in page.hits]
+        next_offset = str(offset + len(page.hits)) if page.has_more else ""
+        await inline.answer(results, cache_time=30, next_offset=next_offset)
+
+    def _inline_result(self, hit: Hit, language: str | None):
+        link = shop_link(hit.product.url, "telegram", self.settings.links)
+        caption = caption_html(hit, link, language)
+        result_id = hit.product.product_id.encode()[:60].hex()[:64]
+        cached = self.file_ids.get(hit.image_path or hit.image)
+        if hit.image.lower().startswith(("http://", "https://")):
+            return InlineQueryResultPhoto(
+                result_id,
+                hit.image,
+                hit.image,
+                caption=caption,
+                parse_mode=ParseMode.HTML,
+                title=hit.product.title,
+            )
+        if cached is not None:
+            return InlineQueryResultCachedPhoto(
+                result_id, cached, caption=caption, parse_mode=ParseMode.HTML
+            )
+        return InlineQueryResultArticle(
+            result_id,
+            hit.product.title,
+            InputTextMessageContent(caption, parse_mode=ParseMode.HTML),
+            url=link,
+            description=button_label(1, hit).partition(" ")[2],
+        )
+
+    # ---- errors ----------------------------------------------------------------------
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """One place for everything a handler did not expect: log with context, apologise."""
+        error = context.error
+        self.stats.errors += 1
+        where = ""
+        if isinstance(update, Update):
+            chat = update.effective_chat
+            where = f"update {update.update_id} chat {chat.id if chat else '?'}"
+        log.error("unhandled error in %s: %r", where or "the bot", error, exc_info=error)
+        if isinstance(update, Update) and update.effective_chat is not None:
+            with contextlib.suppress(Exception):
+                await context.bot.send_message(
+                    update.effective_chat.id, t(_language(update), "apology")
+                )
+
+
+class _TooLarge(Exception):
+    """A file Telegram reports as larger than we accept."""
+
+
+def _language(update: Update) -> str | None:
+    user = update.effective_user
+    return user.language_code if user is not None else None
+
+
+def _reply_to(message: Message) -> ReplyParameters:
+    return ReplyParameters(message_id=message.message_id, allow_sending_without_reply=True)
+
+
+def _is_transient(error: BaseException) -> bool:
+    # BadRequest subclasses NetworkError in python-telegram-bot, but retrying cannot fix it.
+    return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
+
+
+async def _with_network_retries(send: Callable[[], Awaitable[Any]], attempts: int = 3) -> Any:
+    """Network errors and timeouts are retried with backoff; 429s are the rate limiter's."""
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=0.5, max=4.0),
+        retry=retry_if_exception(_is_transient),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await send()
+    raise AssertionError("unreachable: tenacity re-raises the last error")
