@@ -24,6 +24,7 @@ from engine.search import Engine
 log = logging.getLogger("fashionbot")
 
 TOKEN_VARIABLES = ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN")
+SECRET_VARIABLES = (*TOKEN_VARIABLES, "TELEGRAM_WEBHOOK_SECRET")  # masked in every log line
 
 HOW_TO_ADD_A_TOKEN = """\
 No bot token is set, so this was a terminal demo. To go live:
@@ -53,7 +54,7 @@ async def terminal_demo(engine: Engine, settings: Settings) -> int:
 
 async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> int:
     """Run the enabled bots on this event loop until SIGTERM / SIGINT."""
-    from bot.telegram_bot import TelegramBot
+    from bot.telegram_bot import BotConfigError, TelegramBot
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,8 +67,12 @@ async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> i
         log.warning("DISCORD_BOT_TOKEN is set, but the Discord front-end is not in this build yet")
     if not bots:
         return 1
-    for bot in bots:
-        await bot.start()
+    try:
+        for bot in bots:
+            await bot.start()
+    except BotConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     await stop.wait()
     log.info("stopping: finishing searches in flight")
     await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tokens = {name: os.environ[name] for name in TOKEN_VARIABLES if os.environ.get(name)}
-    configure_logging(settings.log.level, tokens.values())
+    configure_logging(settings.log.level, [os.environ.get(name, "") for name in SECRET_VARIABLES])
     try:
         engine = Engine.open(settings)
     except (ModelLoadError, IndexLoadError) as exc:

@@ -65,6 +65,7 @@ TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 
 CHAT_ACTION_EVERY_S = 4.0  # Telegram shows an action for 5 s
 CALLBACK_PREFIX = "p"
 FILE_ID_CACHE_SIZE = 20_000
+WEBHOOK_SECRET_VARIABLE = "TELEGRAM_WEBHOOK_SECRET"
 _NOT_PHOTO_MIME = ("video/", "audio/", "text/", "application/pdf", "application/zip")
 
 
@@ -176,10 +177,16 @@ class TelegramBot:
         app.add_error_handler(self.on_error)
 
     async def start(self) -> None:
+        telegram = self.settings.telegram
+        secret = os.environ.get(WEBHOOK_SECRET_VARIABLE, "")
+        if telegram.mode == "webhook" and not (telegram.webhook_url and secret):
+            raise BotConfigError(
+                "telegram.mode = 'webhook' needs telegram.webhook_url (the public https "
+                f"URL) and {WEBHOOK_SECRET_VARIABLE} in the environment"
+            )
         await self.application.initialize()
         await self._register_commands()
         await self.application.start()
-        telegram = self.settings.telegram
         updater = self.application.updater
         assert updater is not None
         if telegram.mode == "webhook":
@@ -188,7 +195,7 @@ class TelegramBot:
                 port=telegram.webhook_port,
                 url_path="telegram",
                 webhook_url=telegram.webhook_url.rstrip("/") + "/telegram",
-                secret_token=os.environ.get("TELEGRAM_WEBHOOK_SECRET"),
+                secret_token=secret,
             )
         else:
             await updater.start_polling(poll_interval=0.0, timeout=10, bootstrap_retries=-1)
@@ -662,6 +669,10 @@ class TelegramBot:
                 await context.bot.send_message(
                     update.effective_chat.id, t(_language(update), "apology")
                 )
+
+
+class BotConfigError(ValueError):
+    """The bot cannot start with these settings; the message says what to set."""
 
 
 class _TooLarge(Exception):

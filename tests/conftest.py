@@ -72,3 +72,15 @@ def engine(settings: Settings, embedder: Embedder) -> Iterator:
 
 def demo_index_dir_of(settings: Settings) -> Path:
     return settings.resolve_path(settings.index.dir)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`python -m bot`'s main() installs its own root handler; keep it out of later tests."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -25,14 +25,6 @@ def photo(name: str = "dress-1.jpg") -> bytes:
     return (DEMO_IMAGES / name).read_bytes()
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[FakeBotApi]:
-    fake = FakeBotApi()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 def bot_settings(settings, api: FakeBotApi, **telegram: Any):
     limits = telegram.pop("limits", {"searches_per_minute": 1000})
     return settings.with_overrides(

@@ -26,6 +26,9 @@ BOT_USER = {
 }
 
 
+DROP_CONNECTION = 0  # a Rule status: close the socket without answering
+
+
 @dataclass
 class Call:
     method: str
@@ -66,6 +69,7 @@ class FakeBotApi:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.download_delay_s = 0.0
 
     # ---- server -----------------------------------------------------------------------
 
@@ -250,6 +254,10 @@ class FakeBotApi:
                 rule.times -= 1
                 call.ok = False
                 await self._record(call)
+                if rule.status == DROP_CONNECTION:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return web.Response(status=500)
                 body: dict[str, Any] = {
                     "ok": False,
                     "error_code": rule.status,
@@ -259,6 +267,7 @@ class FakeBotApi:
                     body["parameters"] = {"retry_after": rule.retry_after}
                 return web.json_response(body, status=rule.status)
         if method == "getUpdates":
+            await self._record(call)
             return web.json_response({"ok": True, "result": await self._get_updates(params)})
         result = self._result(method, params, files)
         await self._record(call)
@@ -338,6 +347,7 @@ class FakeBotApi:
 
     async def _download(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
+        await asyncio.sleep(self.download_delay_s)
         file_id = path.removeprefix("photos/").removesuffix(".jpg")
         if file_id not in self.files:
             return web.Response(status=404)
