@@ -13,9 +13,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Protocol
 
+from bot.discord_bot import DiscordBot
 from bot.logs import configure_logging
 from bot.render import album_as_text
+from bot.telegram_bot import BotConfigError, TelegramBot
 from engine.config import ConfigError, Settings, load_settings
 from engine.embedder import ModelLoadError
 from engine.index import IndexLoadError
@@ -52,27 +55,34 @@ async def terminal_demo(engine: Engine, settings: Settings) -> int:
     return 0
 
 
-async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> int:
-    """Run the enabled bots on this event loop until SIGTERM / SIGINT."""
-    from bot.telegram_bot import BotConfigError, TelegramBot
+class ChatFrontend(Protocol):
+    async def start(self) -> None: ...
 
+    async def stop(self, grace_s: float = 10.0) -> None: ...
+
+
+async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> int:
+    """Run the enabled bots on this event loop, sharing the engine, until SIGTERM/SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    bots = []
+    bots: list[ChatFrontend] = []
     if "TELEGRAM_BOT_TOKEN" in tokens:
         bots.append(TelegramBot(engine, settings, tokens["TELEGRAM_BOT_TOKEN"]))
     if "DISCORD_BOT_TOKEN" in tokens:
-        log.warning("DISCORD_BOT_TOKEN is set, but the Discord front-end is not in this build yet")
-    if not bots:
-        return 1
+        bots.append(DiscordBot(engine, settings, tokens["DISCORD_BOT_TOKEN"]))
     try:
         for bot in bots:
             await bot.start()
     except BotConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
         return 2
+    except Exception as exc:  # a bad token, an unreachable API: say so, stop cleanly
+        log.error("could not start %s: %s", type(bot).__name__, exc)
+        await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
+        return 1
     await stop.wait()
     log.info("stopping: finishing searches in flight")
     await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)

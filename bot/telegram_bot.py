@@ -48,10 +48,9 @@ from telegram.ext import (
 )
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from bot.frontend import Frontend
 from bot.i18n import languages, t
-from bot.limits import RateLimiter
 from bot.render import button_label, caption_html, shop_link
-from bot.stats import BotStats
 from engine.batcher import EngineBusy
 from engine.config import Settings
 from engine.images import ImageError
@@ -129,7 +128,7 @@ class _PendingAlbum:
     messages: list[Message] = field(default_factory=list)
 
 
-class TelegramBot:
+class TelegramBot(Frontend):
     def __init__(
         self,
         engine: Engine,
@@ -137,13 +136,9 @@ class TelegramBot:
         token: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.stats = BotStats()
-        self.limiter = RateLimiter(settings.limits.searches_per_minute, clock)
+        super().__init__(engine, settings, clock)
         self.file_ids = FileIdCache()
         self._albums: dict[str, _PendingAlbum] = {}
-        self._in_flight: set[asyncio.Task[Any]] = set()
         self.application: Application = (
             ApplicationBuilder()
             .token(token)
@@ -207,8 +202,7 @@ class TelegramBot:
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=grace_s)
+        await self._drain(grace_s)
         if self.application.running:
             await self.application.stop()
         await self.application.shutdown()
@@ -400,14 +394,6 @@ class TelegramBot:
         await self._tracked(self._answer(update, origin, query, request))
 
     # ---- the search and the reply ----------------------------------------------------
-
-    async def _tracked(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._in_flight.add(task)
-        try:
-            await task
-        finally:
-            self._in_flight.discard(task)
 
     async def _answer(
         self, update: Update, origin: Message, query: Query, request: PageRequest

@@ -85,6 +85,7 @@ class SearchSettings:
     text_weight: float = field(default=0.5, metadata=_non_negative())
     overfetch: int = field(default=4, metadata=_positive())
     exact_filter_limit: int = field(default=20_000, metadata=_non_negative())
+    query_store: str = "data/state/queries.sqlite"
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,15 @@ class LinkSettings:
 @dataclass(frozen=True)
 class DiscordSettings:
     test_guild_id: int = field(default=0, metadata=_non_negative())
+    reply_style: str = field(default="gallery", metadata=_one_of("gallery", "embeds"))
+    ephemeral: bool = False
+    media_hosts: str = "cdn.discordapp.com,media.discordapp.net"
+    api_base: str = ""
+    gateway_url: str = ""
+
+    @property
+    def allowed_media_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.media_hosts.split(",") if h.strip())
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from engine.config import Settings
 from engine.embedder import Embedder, load_embedder
 from engine.images import ImageLimits, decode_image
 from engine.index import ModelIdentity, VectorIndex, current_build_dir, open_index
+from engine.query_store import QueryStore
 from engine.ranking import RankingParams, rank
 from engine.types import Filters, Hit, SearchPage
 
@@ -87,6 +88,8 @@ class Engine:
         )
         search = settings.search
         self._ranking = RankingParams(search.overfetch, search.exact_filter_limit)
+        store_path = settings.resolve_path(search.query_store) if search.query_store else None
+        self.queries = QueryStore(store_path)
 
     @classmethod
     def open(cls, settings: Settings) -> Engine:
@@ -157,20 +160,28 @@ class Engine:
         k: int | None = None,
         offset: int = 0,
         diversity: float | None = None,
+        query_key: str | None = None,
     ) -> SearchPage:
         """Products most similar to a photo (or several: `images`) and/or a text. Raises
-        ImageError for unusable photos and EngineBusy when the model queue is full."""
+        ImageError for unusable photos and EngineBusy when the model queue is full.
+        `query_key` (from an earlier page) repeats that search without its inputs, or
+        raises QueryExpired."""
         search = self.settings.search
         k = max(1, min(k or search.default_k, search.max_k))
         offset = max(0, offset)
         diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        photos = [image, *images] if image is not None else list(images)
-        query = await self.embed_query(photos, text)
+        loop = asyncio.get_running_loop()
+        if query_key:
+            query = await loop.run_in_executor(self._cpu_pool, self.queries.get, query_key)
+        else:
+            photos = [image, *images] if image is not None else list(images)
+            # Rounded as the query store keeps it, so a later page ranks identically.
+            query = (await self.embed_query(photos, text)).astype(np.float16).astype(np.float32)
+            query_key = await loop.run_in_executor(self._cpu_pool, self.queries.put, query)
         timings["embed_ms"] = (time.perf_counter() - started) * 1000
         ranked_at = time.perf_counter()
-        loop = asyncio.get_running_loop()
         hits = await loop.run_in_executor(
             self._cpu_pool,
             self._rank_and_join,
@@ -181,7 +192,9 @@ class Engine:
         )
         timings["rank_ms"] = (time.perf_counter() - ranked_at) * 1000
         timings["total_ms"] = (time.perf_counter() - started) * 1000
-        return SearchPage(hits[offset : offset + k], offset, len(hits) > offset + k, timings)
+        return SearchPage(
+            hits[offset : offset + k], offset, len(hits) > offset + k, timings, query_key
+        )
 
     def reload_if_changed(self) -> bool:
         """Switch to a newly published build (same model only). In-flight queries finish
@@ -202,4 +215,5 @@ class Engine:
 
     def close(self) -> None:
         self.batcher.close()
+        self.queries.close()
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)

@@ -71,3 +71,4 @@ class SearchPage:
     offset: int
     has_more: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
+    query_key: str = ""  # pass back as `query_key` to page this search later

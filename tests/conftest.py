@@ -33,7 +33,9 @@ def make_settings(tiny_model_files: tuple[Path, Path], index_dir: Path, **sectio
     model.update(sections.pop("model", {}))
     index = {"dir": str(index_dir)}
     index.update(sections.pop("index", {}))
-    return base.with_overrides(model=model, index=index, **sections)
+    search = {"query_store": ""}  # in memory: tests never write into the repository
+    search.update(sections.pop("search", {}))
+    return base.with_overrides(model=model, index=index, search=search, **sections)
 
 
 @pytest.fixture(scope="session")

@@ -181,24 +181,31 @@ def test_tokens_never_reach_the_logs_even_in_tracebacks(caplog) -> None:
 
 
 @pytest.mark.slow
-async def test_sigterm_finishes_searches_in_flight_and_exits_0(
-    tiny_model_files, demo_index_dir, api
+async def test_both_bots_in_one_process_and_sigterm_drains_searches(
+    tiny_model_files, demo_index_dir, api, tmp_path
 ) -> None:
-    """The real `python -m bot` process: a photo is being searched when SIGTERM arrives."""
+    """The real `python -m bot` with both tokens: one engine serves Telegram and Discord;
+    a photo is being searched when SIGTERM arrives, and still gets its album."""
+    from tests.fakes.discord_api import APP_ID, FakeDiscord
+
+    fake_discord = FakeDiscord()
+    await fake_discord.start()
     config, checkpoint = tiny_model_files
-    token = api.token
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
-        "TELEGRAM_BOT_TOKEN": token,
+        "TELEGRAM_BOT_TOKEN": api.token,
+        "DISCORD_BOT_TOKEN": "discord.secret-token-for-tests",
         "FASHIONBOT_MODEL__NAME": str(config),
         "FASHIONBOT_MODEL__PRETRAINED": str(checkpoint),
         "FASHIONBOT_INDEX__DIR": str(demo_index_dir),
+        "FASHIONBOT_SEARCH__QUERY_STORE": str(tmp_path / "queries.sqlite"),
         "FASHIONBOT_TELEGRAM__BASE_URL": api.base_url,
         "FASHIONBOT_TELEGRAM__BASE_FILE_URL": api.base_file_url,
+        "FASHIONBOT_DISCORD__API_BASE": fake_discord.api_base,
+        "FASHIONBOT_DISCORD__GATEWAY_URL": fake_discord.gateway_url,
         "FASHIONBOT_HTTP__PORT": "0",
     }
-    env.pop("DISCORD_BOT_TOKEN", None)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -210,6 +217,10 @@ async def test_sigterm_finishes_searches_in_flight_and_exits_0(
     )
     try:
         await api.wait_for("getUpdates", timeout=60)
+        await asyncio.wait_for(fake_discord.identified.wait(), 60)
+        await fake_discord.interact(fake_discord.similar(photo("shirt-3.jpg")))
+        await fake_discord.wait_for("POST", f"/webhooks/{APP_ID}/", timeout=30)
+
         api.download_delay_s = 1.5  # the photo download is slow: the search is in flight
         await api.send_message(photo=photo("hat-4.jpg"))
         await api.wait_for("getFile", timeout=30)
@@ -219,8 +230,9 @@ async def test_sigterm_finishes_searches_in_flight_and_exits_0(
         code = await asyncio.wait_for(process.wait(), 30)
         output = (await process.stdout.read()).decode()
         assert code == 0, output
-        assert token not in output
+        assert api.token not in output and "discord.secret-token-for-tests" not in output
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+        await fake_discord.stop()

@@ -177,3 +177,29 @@ async def test_one_result_per_product_with_its_best_image(
         assert not page.hits[0].image.split("/")[-1].startswith("copy-")
     finally:
         engine.close()
+
+
+async def test_a_query_key_pages_the_same_search_later(
+    settings, embedder, demo_index_dir, tmp_path
+) -> None:
+    from engine.query_store import QueryExpired
+
+    stored = settings.with_overrides(search={"query_store": str(tmp_path / "queries.sqlite")})
+    first_engine = Engine(stored, embedder, open_index(demo_index_dir, model_identity(embedder)))
+    try:
+        first = await first_engine.search(image=(DEMO_IMAGES / "outwear-3.jpg").read_bytes(), k=5)
+        assert len(first.query_key) == 16
+    finally:
+        first_engine.close()
+    # a new process (a restart) with the same store pages on without the photo
+    second_engine = Engine(stored, embedder, open_index(demo_index_dir, model_identity(embedder)))
+    try:
+        second = await second_engine.search(query_key=first.query_key, k=5, offset=5)
+        ids = [h.product.product_id for h in first.hits + second.hits]
+        assert len(ids) == len(set(ids)) == 10
+        whole = await second_engine.search(query_key=first.query_key, k=10)
+        assert [h.product.product_id for h in whole.hits] == ids
+        with pytest.raises(QueryExpired):
+            await second_engine.search(query_key="0" * 16)
+    finally:
+        second_engine.close()

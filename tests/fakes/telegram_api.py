@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackServer
+
 BOT_USER = {
     "id": 777000111,
     "is_bot": True,
@@ -56,8 +58,9 @@ def _decode_field(value: str) -> Any:
         return value
 
 
-class FakeBotApi:
+class FakeBotApi(LoopbackServer):
     def __init__(self, token: str = "123456:TEST-token-not-real") -> None:
+        super().__init__()
         self.token = token
         self.calls: list[Call] = []
         self.rules: list[Rule] = []
@@ -67,25 +70,15 @@ class FakeBotApi:
         self._new_update = asyncio.Condition()
         self._new_call = asyncio.Condition()
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self.download_delay_s = 0.0
 
     # ---- server -----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(f"/bot{self.token}/{{method}}", self._handle)
         app.router.add_get(f"/file/bot{self.token}/{{path:.*}}", self._download)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     @property
     def base_url(self) -> str:

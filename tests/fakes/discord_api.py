@@ -1,0 +1,392 @@
+"""A fake Discord on loopback for the real discord.py client: REST under /api/v10 (point
+`discord.http.Route.BASE` here) and a gateway websocket that says HELLO, answers
+IDENTIFY with READY and heartbeats with ACKs, and dispatches INTERACTION_CREATE events
+that tests build from raw payloads. Attachments are served by the same server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.loopback import LoopbackServer
+
+APP_ID = "1100000000000000001"
+GUILD_ID = "1200000000000000001"
+CHANNEL_ID = "1300000000000000001"
+BOT_USER = {
+    "id": APP_ID,
+    "username": "fashionbot",
+    "discriminator": "0",
+    "global_name": "FashionBot",
+    "avatar": None,
+    "bot": True,
+}
+
+
+def _json(body: Any) -> web.Response:
+    # discord.py parses a body only when Content-Type is exactly application/json
+    return web.Response(
+        body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+@dataclass
+class RestCall:
+    method: str
+    path: str
+    payload: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+    response: dict[str, Any] = field(default_factory=dict)  # the message, for webhooks
+
+
+class FakeDiscord(LoopbackServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[RestCall] = []
+        self.media: dict[str, bytes] = {}
+        self._ids = itertools.count(1)
+        self._sockets: list[web.WebSocketResponse] = []
+        self._sequence = itertools.count(2)
+        self._changed = asyncio.Condition()
+        self.identified = asyncio.Event()
+
+    # ---- server -----------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/media/{name}", self._media)
+        app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+        return app
+
+    async def stop(self) -> None:
+        for socket in self._sockets:
+            await socket.close()
+        await super().stop()
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    def snowflake(self) -> str:
+        return str(1_400_000_000_000_000_000 + next(self._ids))
+
+    # ---- building interactions ----------------------------------------------------------
+
+    def host(self, data: bytes, name: str = "photo.jpg") -> str:
+        self.media[name] = data
+        return f"http://127.0.0.1:{self.port}/media/{name}"
+
+    def attachment(
+        self,
+        data: bytes,
+        name: str = "photo.jpg",
+        content_type: str = "image/jpeg",
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        url = self.host(data, name)
+        return {
+            "id": self.snowflake(),
+            "filename": name,
+            "size": size if size is not None else len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+            "width": 800,
+            "height": 800,
+        }
+
+    def _base(self, kind: int, user_id: str, locale: str) -> dict[str, Any]:
+        user = {
+            "id": user_id,
+            "username": f"member{user_id[-3:]}",
+            "discriminator": "0",
+            "avatar": None,
+            "global_name": None,
+        }
+        return {
+            "id": self.snowflake(),
+            "application_id": APP_ID,
+            "type": kind,
+            "token": f"interaction-token-{next(self._ids)}",
+            "version": 1,
+            "guild_id": GUILD_ID,
+            "channel_id": CHANNEL_ID,
+            "channel": {
+                "id": CHANNEL_ID,
+                "type": 0,
+                "guild_id": GUILD_ID,
+                "name": "shop-talk",
+                "position": 0,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+            },
+            "member": {
+                "user": user,
+                "roles": [],
+                "joined_at": "2024-01-01T00:00:00+00:00",
+                "deaf": False,
+                "mute": False,
+                "permissions": "2147483647",
+                "flags": 0,
+            },
+            "locale": locale,
+            "guild_locale": "en-US",
+            "app_permissions": "2147483647",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": GUILD_ID},
+            "context": 0,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+
+    def slash(
+        self,
+        name: str,
+        options: list[dict[str, Any]],
+        attachments: list[dict[str, Any]] = (),
+        user_id: str = "1500000000000000001",
+        locale: str = "en-US",
+    ) -> dict[str, Any]:
+        payload = self._base(2, user_id, locale)
+        payload["data"] = {"id": self.snowflake(), "name": name, "type": 1, "options": options}
+        if attachments:
+            payload["data"]["resolved"] = {"attachments": {a["id"]: a for a in attachments}}
+        return payload
+
+    def similar(
+        self,
+        data: bytes,
+        *,
+        user_id: str = "1500000000000000001",
+        locale: str = "en-US",
+        **options: Any,
+    ) -> dict[str, Any]:
+        attachment = options.pop("attachment", None) or self.attachment(data)
+        opts = [{"name": "image", "type": 11, "value": attachment["id"]}]
+        types = {"count": 4, "category": 3, "refine": 3}
+        opts += [{"name": k, "type": types[k], "value": v} for k, v in options.items()]
+        return self.slash("similar", opts, [attachment], user_id, locale)
+
+    def message_payload(
+        self,
+        attachments: list[dict[str, Any]] = (),
+        embeds: list[dict[str, Any]] = (),
+        author: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "id": self.snowflake(),
+            "channel_id": CHANNEL_ID,
+            "author": author
+            or {
+                "id": "1600000000000000001",
+                "username": "poster",
+                "discriminator": "0",
+                "avatar": None,
+                "global_name": None,
+            },
+            "content": "",
+            "timestamp": "2026-11-29T10:00:00+00:00",
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": list(attachments),
+            "embeds": list(embeds),
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+            "components": [],
+        }
+
+    def context_menu(
+        self,
+        message: dict[str, Any],
+        name: str = "Find similar products",
+        user_id: str = "1500000000000000001",
+    ) -> dict[str, Any]:
+        payload = self._base(2, user_id, "en-US")
+        payload["data"] = {
+            "id": self.snowflake(),
+            "name": name,
+            "type": 3,
+            "target_id": message["id"],
+            "resolved": {"messages": {message["id"]: message}},
+        }
+        return payload
+
+    def button(
+        self, custom_id: str, message: dict[str, Any], user_id: str = "1500000000000000001"
+    ) -> dict[str, Any]:
+        """A click on a button of `message` (a message the bot sent: RestCall.response)."""
+        payload = self._base(3, user_id, "en-US")
+        payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        payload["message"] = message
+        return payload
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        await self.identified.wait()
+        frame = json.dumps({"op": 0, "t": event, "s": next(self._sequence), "d": data})
+        for socket in self._sockets:
+            if not socket.closed:
+                await socket.send_str(frame)
+
+    async def interact(self, payload: dict[str, Any]) -> dict[str, Any]:
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    # ---- what tests read ----------------------------------------------------------------
+
+    def rest(self, method: str, fragment: str) -> list[RestCall]:
+        return [c for c in self.calls if c.method == method and fragment in c.path]
+
+    async def wait_for(
+        self, method: str, fragment: str, count: int = 1, timeout: float = 20.0
+    ) -> list[RestCall]:
+        async def enough() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.rest(method, fragment)) >= count)
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.rest(method, fragment)
+
+    # ---- handlers -------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self._sockets.append(socket)
+        await socket.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        async for message in socket:
+            if message.type != WSMsgType.TEXT:
+                continue
+            frame = json.loads(message.data)
+            if frame["op"] == 1:
+                await socket.send_str(json.dumps({"op": 11}))
+            elif frame["op"] == 2:
+                ready = {
+                    "v": 10,
+                    "user": BOT_USER,
+                    "guilds": [],
+                    "session_id": "fake-session",
+                    "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
+                    "application": {"id": APP_ID, "flags": 0},
+                }
+                await socket.send_str(json.dumps({"op": 0, "t": "READY", "s": 1, "d": ready}))
+                self.identified.set()
+        return socket
+
+    async def _media(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.media:
+            return web.Response(status=404)
+        return web.Response(body=self.media[name], content_type="application/octet-stream")
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        payload: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            for key, value in form.items():
+                if isinstance(value, web.FileField):
+                    files[key] = value.file.read()
+                elif key == "payload_json":
+                    payload = json.loads(str(value))
+        elif request.can_read_body:
+            with contextlib.suppress(ValueError):
+                payload = await request.json()
+        call = RestCall(request.method, path, payload, files)
+        response = self._answer(call)
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+        return response
+
+    def _message(self, payload: dict[str, Any]) -> dict[str, Any]:
+        message = self.message_payload(author=BOT_USER)
+        message.update(
+            {k: payload[k] for k in ("content", "embeds", "flags", "components") if k in payload}
+        )
+        return message
+
+    def _answer(self, call: RestCall) -> web.Response:
+        path = call.path
+        if path == "/users/@me":
+            return _json(BOT_USER)
+        if path == "/oauth2/applications/@me":
+            return _json(
+                {
+                    "id": APP_ID,
+                    "name": "fashionbot",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "owner": BOT_USER,
+                    "verify_key": "00",
+                    "flags": 0,
+                }
+            )
+        if path == "/gateway/bot":
+            return _json(
+                {
+                    "url": f"ws://127.0.0.1:{self.port}/gateway",
+                    "shards": 1,
+                    "session_start_limit": {
+                        "total": 1000,
+                        "remaining": 1000,
+                        "reset_after": 0,
+                        "max_concurrency": 1,
+                    },
+                }
+            )
+        if path.endswith("/commands") and call.method == "PUT":
+            commands = call.payload if isinstance(call.payload, list) else []
+            return _json(
+                [
+                    {
+                        "description": "",
+                        "options": [],
+                        **c,
+                        "id": self.snowflake(),
+                        "application_id": APP_ID,
+                        "version": "1",
+                        "default_member_permissions": None,
+                        "type": c.get("type", 1),
+                    }
+                    for c in commands
+                ]
+            )
+        if path.endswith("/callback"):
+            interaction_id = path.split("/")[2]
+            return _json(
+                {
+                    "interaction": {
+                        "id": interaction_id,
+                        "type": 2,
+                        "response_message_loading": call.payload.get("type") == 5,
+                        "response_message_ephemeral": bool(
+                            call.payload.get("data", {}).get("flags", 0) & 64
+                        ),
+                    },
+                    "resource": {"type": call.payload.get("type", 4)},
+                }
+            )
+        if path.startswith("/webhooks/") and call.method in ("POST", "PATCH"):
+            call.response = self._message(call.payload)
+            return _json(call.response)
+        if call.method == "DELETE":
+            return web.Response(status=204)
+        return _json({})

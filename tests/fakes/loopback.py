@@ -1,0 +1,26 @@
+"""Run an aiohttp application on a free loopback port for the length of a test."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+class LoopbackServer:
+    port: int = 0
+
+    def __init__(self) -> None:
+        self._runner: web.AppRunner | None = None
+
+    def build_app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.build_app())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
