@@ -6,7 +6,7 @@ INDEX_DIR ?= data/index
 CATALOG ?= data/demo/catalog.csv
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-offline test lint format index clean
+.PHONY: run run-offline test lint format index clean reliability audit
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ run-offline: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Figures for docs/reliability.md (hostile files, 200 shoppers at once, Bot API faults).
+reliability: $(STAMP)
+	$(PY) -m bench.reliability
+
+# Known-vulnerability audit of the installed packages (needs access to a vulnerability DB).
+audit: $(STAMP)
+	$(PY) -m pip install --quiet pip-audit
+	$(VENV)/bin/pip-audit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -83,8 +83,13 @@ async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> i
         log.error("could not start %s: %s", type(bot).__name__, exc)
         await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
         return 1
+    watcher = None
+    if settings.index.watch_interval_s:
+        watcher = asyncio.create_task(engine.watch_index(settings.index.watch_interval_s))
     await stop.wait()
     log.info("stopping: finishing searches in flight")
+    if watcher is not None:
+        watcher.cancel()
     await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
     return 0
 

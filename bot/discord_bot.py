@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -25,6 +26,7 @@ from discord import app_commands
 from bot.frontend import Frontend
 from bot.i18n import t
 from bot.render import button_label, caption_text, format_price, shop_link, short_title
+from bot.safe_fetch import UnsafeUrl, fetch_user_image
 from engine.batcher import EngineBusy
 from engine.config import Settings
 from engine.images import ImageError
@@ -296,7 +298,11 @@ class DiscordBot(Frontend):
             if attachment is not None:
                 photo = await attachment.read()
             elif image_url is not None:
-                photo = await self.client.http.get_from_cdn(image_url)
+                photo = await fetch_user_image(
+                    image_url,
+                    max_bytes=self.settings.images.max_bytes,
+                    allow_loopback=self.settings.discord.allow_loopback_media,
+                )
             page = await self.engine.search(
                 image=photo,
                 text=text if not query_key else None,
@@ -312,6 +318,9 @@ class DiscordBot(Frontend):
         except EngineBusy as exc:
             self.stats.busy += 1
             await self._refuse(interaction, t(language, "busy", seconds=round(exc.retry_after_s)))
+            return
+        except (UnsafeUrl, aiohttp.ClientError, TimeoutError):
+            await self._refuse(interaction, t(language, "discord.no_image"))
             return
         except QueryExpired:
             await self._refuse(interaction, t(language, "expired"))

@@ -74,6 +74,7 @@ class IndexSettings:
     expansion_add: int = field(default=128, metadata=_positive())
     expansion_search: int = field(default=64, metadata=_positive())
     verify_checksums: bool = True
+    watch_interval_s: float = field(default=30.0, metadata=_non_negative())
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class TelegramSettings:
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = field(default=8443, metadata=_check(lambda v: 0 < v < 65536, "a port"))
     media_group_wait_ms: int = field(default=800, metadata=_non_negative())
+    request_timeout_s: float = field(default=15.0, metadata=_positive())
     photo_source: str = field(default="upload", metadata=_one_of("upload", "url"))
     admin_ids: str = field(
         default="",
@@ -149,6 +151,7 @@ class DiscordSettings:
     media_hosts: str = "cdn.discordapp.com,media.discordapp.net"
     api_base: str = ""
     gateway_url: str = ""
+    allow_loopback_media: bool = False  # only for tests against a local fake Discord
 
     @property
     def allowed_media_hosts(self) -> frozenset[str]:

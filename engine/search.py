@@ -21,7 +21,13 @@ from engine.batcher import MicroBatcher
 from engine.config import Settings
 from engine.embedder import Embedder, load_embedder
 from engine.images import ImageLimits, decode_image
-from engine.index import ModelIdentity, VectorIndex, current_build_dir, open_index
+from engine.index import (
+    IndexLoadError,
+    ModelIdentity,
+    VectorIndex,
+    current_build_dir,
+    open_index,
+)
 from engine.query_store import QueryStore
 from engine.ranking import RankingParams, rank
 from engine.types import Filters, Hit, SearchPage
@@ -212,6 +218,16 @@ class Engine:
             old, self._index = self._index, fresh
         log.info("switched to index %s (was %s)", fresh.manifest.build_id, old.manifest.build_id)
         return True
+
+    async def watch_index(self, interval_s: float) -> None:
+        """Switch to each newly published build, checking every `interval_s` seconds.
+        A build that cannot be served is logged and the current one stays."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.reload_if_changed)
+            except IndexLoadError as exc:
+                log.error("not switching to the new index: %s", exc)
 
     def close(self) -> None:
         self.batcher.close()

@@ -48,6 +48,7 @@ async def start_bot(engine, settings, fake: FakeDiscord, **discord_settings: Any
     configured = settings.with_overrides(
         discord={
             "media_hosts": "127.0.0.1",
+            "allow_loopback_media": True,
             "api_base": fake.api_base,
             "gateway_url": fake.gateway_url,
             **discord_settings,

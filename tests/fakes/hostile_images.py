@@ -127,7 +127,17 @@ def broken_files() -> dict[str, tuple[bytes, type[im.ImageError]]]:
         "mp3_audio": (b"ID3\x04\x00" + b"\x00" * 60, im.NotAnImage),
         "psd": (b"8BPS\x00\x01" + b"\x00" * 60, im.NotAnImage),
         "ico": (_ico_bytes(), im.NotAnImage),
+        "xml_document": (b'<?xml version="1.0"?><catalog><item/></catalog>', im.NotAnImage),
+        "ogg_audio": (b"OggS\x00\x02" + b"\x00" * 60, im.NotAnImage),
+        "truncated_webp": (_truncated("WEBP"), im.CorruptImage),
+        "truncated_tiff": (_truncated("TIFF"), im.CorruptImage),
     }
+
+
+def _truncated(fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.open(DEMO_PHOTO).convert("RGB").save(out, format=fmt)
+    return out.getvalue()[: len(out.getvalue()) // 2]
 
 
 def _ico_bytes() -> bytes:

@@ -29,6 +29,7 @@ BOT_USER = {
 
 
 DROP_CONNECTION = 0  # a Rule status: close the socket without answering
+HANG = -1  # a Rule status: answer nothing for `hang_s`, then close the socket
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Call:
     params: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
     ok: bool = True
+    at: float = field(default_factory=time.perf_counter)  # when the call arrived
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Rule:
     description: str
     times: int = 1
     retry_after: int | None = None
+    hang_s: float = 3.0
     matches: Callable[[Call], bool] = lambda call: True
 
 
@@ -247,7 +250,9 @@ class FakeBotApi(LoopbackServer):
                 rule.times -= 1
                 call.ok = False
                 await self._record(call)
-                if rule.status == DROP_CONNECTION:
+                if rule.status == HANG:
+                    await asyncio.sleep(rule.hang_s)
+                if rule.status in (DROP_CONNECTION, HANG):
                     assert request.transport is not None
                     request.transport.abort()
                     return web.Response(status=500)
