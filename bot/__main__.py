@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +35,14 @@ No bot token is set, so this was a terminal demo. To go live:
   Telegram: talk to @BotFather, create a bot, then  export TELEGRAM_BOT_TOKEN=...
   Discord:  create an application at the developer portal, then  export DISCORD_BOT_TOKEN=...
 and run `make run` again. Tokens are read from the environment only, never from files."""
+
+
+def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    if environ.get(name):
+        return environ[name].strip()
+    path = environ.get(f"{name}_FILE")
+    return Path(path).read_text(encoding="utf-8").strip() if path else ""
 
 
 def demo_photo(settings: Settings) -> Path | None:
@@ -69,7 +78,12 @@ async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> i
         loop.add_signal_handler(signum, stop.set)
     bots: list[ChatFrontend] = []
     if "TELEGRAM_BOT_TOKEN" in tokens:
-        bots.append(TelegramBot(engine, settings, tokens["TELEGRAM_BOT_TOKEN"]))
+        webhook_secret = read_secret("TELEGRAM_WEBHOOK_SECRET")
+        bots.append(
+            TelegramBot(
+                engine, settings, tokens["TELEGRAM_BOT_TOKEN"], webhook_secret=webhook_secret
+            )
+        )
     if "DISCORD_BOT_TOKEN" in tokens:
         bots.append(DiscordBot(engine, settings, tokens["DISCORD_BOT_TOKEN"]))
     try:
@@ -103,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    tokens = {name: os.environ[name] for name in TOKEN_VARIABLES if os.environ.get(name)}
-    configure_logging(settings.log.level, [os.environ.get(name, "") for name in SECRET_VARIABLES])
+    try:
+        secrets = {name: read_secret(name) for name in SECRET_VARIABLES}
+    except OSError as exc:
+        print(f"error: cannot read a secret file: {exc}", file=sys.stderr)
+        return 2
+    tokens = {name: secrets[name] for name in TOKEN_VARIABLES if secrets[name]}
+    configure_logging(settings.log.level, secrets.values())
     try:
         engine = Engine.open(settings)
     except (ModelLoadError, IndexLoadError) as exc:

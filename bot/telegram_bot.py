@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import time
 from collections import OrderedDict
@@ -135,8 +134,10 @@ class TelegramBot(Frontend):
         settings: Settings,
         token: str,
         clock: Callable[[], float] = time.monotonic,
+        webhook_secret: str = "",
     ) -> None:
         super().__init__(engine, settings, clock)
+        self._webhook_secret = webhook_secret
         self.file_ids = FileIdCache()
         self._albums: dict[str, _PendingAlbum] = {}
         self.application: Application = (
@@ -176,7 +177,7 @@ class TelegramBot(Frontend):
 
     async def start(self) -> None:
         telegram = self.settings.telegram
-        secret = os.environ.get(WEBHOOK_SECRET_VARIABLE, "")
+        secret = self._webhook_secret
         if telegram.mode == "webhook" and not (telegram.webhook_url and secret):
             raise BotConfigError(
                 "telegram.mode = 'webhook' needs telegram.webhook_url (the public https "

@@ -297,3 +297,18 @@ async def test_gateway_heartbeat_is_not_blocked_by_searches(discord_bot, fake_di
         worst = max(worst, loop.time() - before - 0.01)
     await fake_discord.wait_for("POST", f"/webhooks/{APP_ID}/", 8)
     assert worst < 0.5
+
+
+async def test_commands_sync_to_a_test_guild_when_configured(
+    engine, settings, fake_discord
+) -> None:
+    bot = await start_bot(engine, settings, fake_discord, test_guild_id=987654321)
+    try:
+        synced = fake_discord.rest("PUT", f"/applications/{APP_ID}/guilds/987654321/commands")
+        assert {c["name"] for c in synced[0].payload} == {
+            "similar",
+            "search",
+            "Find similar products",
+        }
+    finally:
+        await bot.stop()

@@ -50,7 +50,6 @@ async def test_webhook_mode_takes_updates_with_the_secret_only(
     engine, settings, api, monkeypatch
 ) -> None:
     port = free_port()
-    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret-webhook-token")
     hooked = bot_settings(
         settings,
         api,
@@ -59,7 +58,7 @@ async def test_webhook_mode_takes_updates_with_the_secret_only(
         webhook_listen="127.0.0.1",
         webhook_port=port,
     )
-    bot = TelegramBot(engine, hooked, api.token)
+    bot = TelegramBot(engine, hooked, api.token, webhook_secret="s3cret-webhook-token")
     await bot.start()
     try:
         registered = (await api.wait_for("setWebhook"))[0]
@@ -87,7 +86,6 @@ async def test_webhook_mode_takes_updates_with_the_secret_only(
 async def test_webhook_mode_without_secret_refuses_to_start(
     engine, settings, api, monkeypatch
 ) -> None:
-    monkeypatch.delenv("TELEGRAM_WEBHOOK_SECRET", raising=False)
     hooked = bot_settings(settings, api, mode="webhook", webhook_url="https://bot.example.com")
     bot = TelegramBot(engine, hooked, api.token)
     with pytest.raises(BotConfigError, match="TELEGRAM_WEBHOOK_SECRET"):

@@ -28,3 +28,16 @@ def test_missing_index_is_a_clear_error(offline_env, tmp_path, monkeypatch, caps
     monkeypatch.setenv("FASHIONBOT_INDEX__DIR", str(tmp_path))
     assert main([]) == 2
     assert "No index found" in capsys.readouterr().err
+
+
+def test_secrets_come_from_the_environment_or_a_secret_file(tmp_path) -> None:
+    from bot.__main__ import read_secret
+
+    secret_file = tmp_path / "telegram_token"
+    secret_file.write_text("123:from-a-file\n")
+    assert read_secret("TELEGRAM_BOT_TOKEN", {"TELEGRAM_BOT_TOKEN": "123:direct"}) == "123:direct"
+    assert (
+        read_secret("TELEGRAM_BOT_TOKEN", {"TELEGRAM_BOT_TOKEN_FILE": str(secret_file)})
+        == "123:from-a-file"
+    )
+    assert read_secret("TELEGRAM_BOT_TOKEN", {}) == ""

@@ -72,6 +72,10 @@ async def test_filters_return_k_results_even_when_most_are_filtered_out(engine: 
     assert cheap.hits and all(h.product.price <= 30 and h.product.in_stock for h in cheap.hits)
     rows = [r for r in demo_rows() if float(r["price"]) <= 30 and r["in_stock"] == "true"]
     assert len(cheap.hits) == min(10, len(rows))
+    men = await engine.search(image=photo, filters=Filters(gender="men"), k=10)
+    assert men.hits and {h.product.gender for h in men.hits} <= {"men", "unisex"}
+    priced = await engine.search(image=photo, filters=Filters(min_price=40, max_price=80), k=10)
+    assert priced.hits and all(40 <= h.product.price <= 80 for h in priced.hits)
     none = await engine.search(image=photo, filters=Filters(category="no-such-category"))
     assert none.hits == [] and not none.has_more
 
