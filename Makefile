@@ -6,7 +6,7 @@ INDEX_DIR ?= data/index
 CATALOG ?= data/demo/catalog.csv
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-offline test lint format index clean reliability audit
+.PHONY: run run-offline test lint format index clean reliability audit quality
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: $(STAMP)
 # Figures for docs/reliability.md (hostile files, 200 shoppers at once, Bot API faults).
 reliability: $(STAMP)
 	$(PY) -m bench.reliability
+
+# docs/quality.md: clothing-small train/ as the catalog, validation/ as queries.
+quality: $(STAMP)
+	$(PY) -m bench.quality
 
 # Known-vulnerability audit of the installed packages (needs access to a vulnerability DB).
 audit: $(STAMP)

@@ -3,6 +3,8 @@
     python index_builder.py build CATALOG [--out DIR] [--config F] [--model M] [--pretrained P]
     python index_builder.py query PHOTO [--index DIR] [--k N] [--text T] [--category C] [--json]
     python index_builder.py info [--index DIR]
+    python index_builder.py eval [QUERIES] [--index DIR] [--self N] [--k 1,5,10] [--json]
+                                 [--report FILE] [--compare CONFIG_A CONFIG_B]
 
 Exit codes: 0 ok, 1 build failed, 2 bad input (unusable photo, bad config, missing index).
 """
@@ -118,6 +120,88 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_queries(args: argparse.Namespace, catalog):
+    from engine.evaluation import queries
+
+    if args.self_count:
+        return queries.from_catalog(catalog, args.self_count, seed=args.seed)
+    source = Path(args.queries)
+    if source.is_dir():
+        return queries.from_folder(source)
+    if source.suffix.lower() == ".csv":
+        return queries.from_pairs(source, catalog)
+    raise queries.QuerySetError(f"{source}: give a folder of category sub-folders or a CSV")
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace, ks: list[int], query_set=None):
+    from engine.evaluation.runner import run_queries
+    from engine.search import Engine
+
+    settings = settings.with_overrides(
+        search={"max_k": max(ks), "default_k": max(ks), "query_store": ""}
+    )
+    engine = Engine.open(settings)
+    try:
+        query_set = query_set or _load_queries(args, engine.index.catalog)
+        return asyncio.run(run_queries(engine, query_set, max(ks))), query_set
+    finally:
+        engine.close()
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from engine.evaluation.metrics import paired_bootstrap
+    from engine.evaluation.report import table, write_report
+    from engine.evaluation.runner import per_query, summarise
+
+    if not args.queries and not args.self_count:
+        print("error: give QUERIES (a folder or a CSV) or --self N", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
+    if args.compare:
+        first, second = (_settings_from(path, args) for path in args.compare)
+        run_a, query_set = _evaluate(first, args, ks)
+        run_b, _ = _evaluate(second, args, ks, query_set)
+        top = max(ks)
+        differences = {
+            name: paired_bootstrap(per_query(run_a, metric, top), per_query(run_b, metric, top))
+            for name, metric in (
+                (f"precision@{top}", "precision"),
+                (f"recall@{top}", "recall"),
+                ("mrr", "mrr"),
+            )
+        }
+        result = {
+            "a": summarise(run_a, ks),
+            "b": summarise(run_b, ks),
+            "difference_b_minus_a": {n: vars(d) for n, d in differences.items()},
+        }
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"A: {args.compare[0]}\n{table(result['a'])}\n")
+            print(f"B: {args.compare[1]}\n{table(result['b'])}\n")
+            print("B - A (mean over the same queries, 95% paired bootstrap interval):")
+            for name, d in differences.items():
+                verdict = "a real difference" if d.significant else "no clear difference"
+                print(f"  {name:<14} {d.mean:+.4f}  [{d.low:+.4f}, {d.high:+.4f}]  {verdict}")
+        return EXIT_OK
+    run, _ = _evaluate(_settings(args), args, ks)
+    summary = summarise(run, ks)
+    print(json.dumps(summary, indent=2) if args.json else table(summary))
+    if args.report:
+        write_report(Path(args.report), summary, run, max(ks))
+        if not args.json:
+            print(f"report: {args.report}")
+    return EXIT_OK
+
+
+def _settings_from(path: str, args: argparse.Namespace) -> Settings:
+    settings = load_settings(path)
+    if args.index:
+        return settings.with_overrides(index={"dir": str(Path(args.index).resolve())})
+    return settings
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from engine.index import MANIFEST_FILE, IndexLoadError, current_build_dir
 
@@ -154,6 +238,30 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="print JSON")
     query.set_defaults(run=cmd_query)
 
+    evaluate = commands.add_parser("eval", help="measure retrieval quality on query photos")
+    evaluate.add_argument(
+        "queries", nargs="?", help="folder of <category>/<photo>, or a CSV of photo,product_id"
+    )
+    evaluate.add_argument("--index", help="index directory (default: index.dir)")
+    evaluate.add_argument(
+        "--self",
+        dest="self_count",
+        type=int,
+        metavar="N",
+        help="N catalog photos changed like a chat app would; each must find its product",
+    )
+    evaluate.add_argument("--k", default="1,5,10", help="cut-offs, e.g. 1,5,10")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.add_argument("--report", help="write a Markdown (.md) or HTML (.html) report")
+    evaluate.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("CONFIG_A", "CONFIG_B"),
+        help="run two configurations (each with its own index) on the same queries",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed for --self")
+    evaluate.set_defaults(run=cmd_eval)
+
     info = commands.add_parser("info", help="print the served index's manifest")
     info.add_argument("--index", help="index directory (default: index.dir)")
     info.set_defaults(run=cmd_info)
@@ -162,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from engine.embedder import ModelLoadError
+    from engine.evaluation.queries import QuerySetError
     from engine.images import ImageError
     from engine.index import IndexLoadError
     from engine.ingest.feed import FeedError
@@ -180,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImageError as exc:
         print(f"error: {args.photo}: {exc.user_message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ConfigError, ModelLoadError, IndexLoadError, FeedError) as exc:
+    except (ConfigError, ModelLoadError, IndexLoadError, FeedError, QuerySetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BuildError as exc:

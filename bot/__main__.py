@@ -14,10 +14,12 @@ import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 from bot.discord_bot import DiscordBot
+from bot.frontend import Frontend
+from bot.http_server import HealthServer
 from bot.logs import configure_logging
+from bot.metrics import Metrics
 from bot.render import album_as_text
 from bot.telegram_bot import BotConfigError, TelegramBot
 from engine.config import ConfigError, Settings, load_settings
@@ -64,19 +66,13 @@ async def terminal_demo(engine: Engine, settings: Settings) -> int:
     return 0
 
 
-class ChatFrontend(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self, grace_s: float = 10.0) -> None: ...
-
-
 async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> int:
     """Run the enabled bots on this event loop, sharing the engine, until SIGTERM/SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    bots: list[ChatFrontend] = []
+    bots: list[Frontend] = []
     if "TELEGRAM_BOT_TOKEN" in tokens:
         webhook_secret = read_secret("TELEGRAM_WEBHOOK_SECRET")
         bots.append(
@@ -86,26 +82,35 @@ async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> i
         )
     if "DISCORD_BOT_TOKEN" in tokens:
         bots.append(DiscordBot(engine, settings, tokens["DISCORD_BOT_TOKEN"]))
+    metrics = Metrics(engine)
+    for bot in bots:
+        bot.metrics = metrics
+    await engine.warm_up()
+    health = HealthServer(engine, metrics, bots, settings.http.port) if settings.http.port else None
+    watcher = None
+    code = 0
     try:
+        if health is not None:
+            await health.start()
         for bot in bots:
             await bot.start()
+        if settings.index.watch_interval_s:
+            watcher = asyncio.create_task(engine.watch_index(settings.index.watch_interval_s))
+        await stop.wait()
+        log.info("stopping: finishing searches in flight")
     except BotConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except Exception as exc:  # a bad token, an unreachable API, a port in use: say so
+        log.error("could not start: %s", exc)
+        code = 1
+    finally:
+        if watcher is not None:
+            watcher.cancel()
         await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
-        return 2
-    except Exception as exc:  # a bad token, an unreachable API: say so, stop cleanly
-        log.error("could not start %s: %s", type(bot).__name__, exc)
-        await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
-        return 1
-    watcher = None
-    if settings.index.watch_interval_s:
-        watcher = asyncio.create_task(engine.watch_index(settings.index.watch_interval_s))
-    await stop.wait()
-    log.info("stopping: finishing searches in flight")
-    if watcher is not None:
-        watcher.cancel()
-    await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
-    return 0
+        if health is not None:
+            await health.stop()
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot read a secret file: {exc}", file=sys.stderr)
         return 2
     tokens = {name: secrets[name] for name in TOKEN_VARIABLES if secrets[name]}
-    configure_logging(settings.log.level, secrets.values())
+    configure_logging(settings.log.level, secrets.values(), settings.log.format)
     try:
         engine = Engine.open(settings)
     except (ModelLoadError, IndexLoadError) as exc:

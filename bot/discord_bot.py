@@ -117,6 +117,8 @@ class FashionClient(discord.Client):
 
 
 class DiscordBot(Frontend):
+    platform = "discord"
+
     def __init__(
         self,
         engine: Engine,
@@ -153,6 +155,10 @@ class DiscordBot(Frontend):
         await self.client.close()
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
+
+    @property
+    def healthy(self) -> bool:
+        return self.ready.is_set() and not self.client.is_closed()
 
     # ---- commands --------------------------------------------------------------------
 
@@ -278,21 +284,22 @@ class DiscordBot(Frontend):
             return
         wait = self.limiter.retry_after(interaction.user.id)
         if wait:
-            self.stats.rate_limited += 1
+            self._refused("rate_limited")
             await self._refuse(interaction, t(language, "rate_limited", seconds=round(wait)))
             return
         if attachment is not None:
             limit = min(interaction.filesize_limit, self.settings.images.max_bytes)
             if attachment.size > limit:
+                self._refused("too_large")
                 await self._refuse(interaction, t(language, "error.too_large"))
                 return
             kind = (attachment.content_type or "").lower()
             if kind and not kind.startswith("image/"):
+                self._refused("not_an_image")
                 await self._refuse(interaction, t(language, "not_a_photo_file"))
                 return
         # Within 3 s of the interaction, always: everything below may take longer.
         await interaction.response.defer(thinking=True, ephemeral=self.settings.discord.ephemeral)
-        started = time.perf_counter()
         try:
             photo = None
             if attachment is not None:
@@ -313,19 +320,22 @@ class DiscordBot(Frontend):
                 query_key=query_key,
             )
         except ImageError as exc:
+            self._refused(f"image_{exc.reason}")
             await self._refuse(interaction, t(language, f"error.{exc.reason}"))
             return
         except EngineBusy as exc:
-            self.stats.busy += 1
+            self._refused("busy")
             await self._refuse(interaction, t(language, "busy", seconds=round(exc.retry_after_s)))
             return
         except (UnsafeUrl, aiohttp.ClientError, TimeoutError):
+            self._refused("unsafe_or_dead_url")
             await self._refuse(interaction, t(language, "discord.no_image"))
             return
         except QueryExpired:
+            self._refused("expired")
             await self._refuse(interaction, t(language, "expired"))
             return
-        self.stats.record_search((time.perf_counter() - started) * 1000)
+        self._served(page)
         if not page.hits:
             await self._refuse(interaction, t(language, "no_more" if offset else "no_results"))
             return
@@ -434,7 +444,7 @@ class DiscordBot(Frontend):
     # ---- errors ----------------------------------------------------------------------
 
     async def on_command_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        self.stats.errors += 1
+        self._refused("unexpected")
         command = interaction.command.qualified_name if interaction.command else "?"
         log.error(
             "command %s failed (guild %s, channel %s): %r",

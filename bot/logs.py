@@ -1,13 +1,26 @@
-"""Logging set-up that never writes a secret: bot tokens are masked in every record,
-including tracebacks, and HTTP client libraries (which log request URLs that carry the
-token) are kept quiet."""
+"""Logging that never writes a secret, with a request id on every line of a search.
+
+Bot tokens are masked in every record, tracebacks included; HTTP client libraries (which
+log request URLs that carry the token) are kept quiet. `log.format = "json"` gives one
+JSON object per line for log collectors."""
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
+import uuid
 from collections.abc import Iterable
 
 _MASK = "***"
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def new_request_id() -> str:
+    """Start a new request (one search); later log lines in this context carry its id."""
+    request_id = uuid.uuid4().hex[:12]
+    _request_id.set(request_id)
+    return request_id
 
 
 class SecretRedactor(logging.Filter):
@@ -27,12 +40,32 @@ class SecretRedactor(logging.Filter):
         record.msg, record.args = self._clean(message), None
         if record.exc_text:
             record.exc_text = self._clean(record.exc_text)
+        record.request_id = _request_id.get()
         return True
 
 
-def configure_logging(level: str, secrets: Iterable[str]) -> None:
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, secrets: Iterable[str], style: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if style == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
     handler.addFilter(SecretRedactor(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

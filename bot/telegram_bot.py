@@ -128,6 +128,8 @@ class _PendingAlbum:
 
 
 class TelegramBot(Frontend):
+    platform = "telegram"
+
     def __init__(
         self,
         engine: Engine,
@@ -210,6 +212,11 @@ class TelegramBot(Frontend):
         if self.application.running:
             await self.application.stop()
         await self.application.shutdown()
+
+    @property
+    def healthy(self) -> bool:
+        updater = self.application.updater
+        return self.application.running and updater is not None and updater.running
 
     async def _register_commands(self) -> None:
         for language in languages():
@@ -407,17 +414,17 @@ class TelegramBot(Frontend):
         user = update.effective_user
         wait = self.limiter.retry_after(user.id) if user is not None else 0.0
         if wait:
-            self.stats.rate_limited += 1
+            self._refused("rate_limited")
             await self._say(chat_id, origin, t(language, "rate_limited", seconds=round(wait)))
             return
         if any(
             size > min(TELEGRAM_DOWNLOAD_LIMIT, self.settings.images.max_bytes)
             for size in query.photo_sizes
         ):
+            self._refused("too_large")
             await self._say(chat_id, origin, t(language, "file_too_large"))
             return
         action = asyncio.create_task(self._keep_uploading_action(chat_id))
-        started = time.perf_counter()
         try:
             photos = [await self._download(fid) for fid in query.photo_file_ids]
             search = self.settings.search
@@ -430,18 +437,20 @@ class TelegramBot(Frontend):
                 diversity=search.surprise_diversity if request.surprise else None,
             )
         except ImageError as exc:
+            self._refused(f"image_{exc.reason}")
             await self._say(chat_id, origin, t(language, f"error.{exc.reason}"))
             return
         except _TooLarge:
+            self._refused("too_large")
             await self._say(chat_id, origin, t(language, "file_too_large"))
             return
         except EngineBusy as exc:
-            self.stats.busy += 1
+            self._refused("busy")
             await self._say(chat_id, origin, t(language, "busy", seconds=round(exc.retry_after_s)))
             return
         finally:
             action.cancel()
-        self.stats.record_search((time.perf_counter() - started) * 1000)
+        self._served(page)
         if not page.hits:
             await self._say(
                 chat_id, origin, t(language, "no_more" if request.offset else "no_results")
@@ -601,7 +610,7 @@ class TelegramBot(Frontend):
             return
         language = _language(update)
         if self.limiter.retry_after(inline.from_user.id):
-            self.stats.rate_limited += 1
+            self._refused("rate_limited")
             await inline.answer([], cache_time=5)
             return
         offset = int(inline.offset) if inline.offset.isdigit() else 0
@@ -610,7 +619,7 @@ class TelegramBot(Frontend):
                 text=inline.query.strip(), k=self.settings.search.max_k, offset=offset
             )
         except EngineBusy:
-            self.stats.busy += 1
+            self._refused("busy")
             await inline.answer([], cache_time=1)
             return
         results = [self._inline_result(hit, language) for hit in page.hits]
@@ -648,7 +657,7 @@ class TelegramBot(Frontend):
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """One place for everything a handler did not expect: log with context, apologise."""
         error = context.error
-        self.stats.errors += 1
+        self._refused("unexpected")
         where = ""
         if isinstance(update, Update):
             chat = update.effective_chat

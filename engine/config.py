@@ -56,6 +56,8 @@ class ModelSettings:
     max_wait_ms: float = field(default=5.0, metadata=_non_negative())
     max_queue: int = field(default=64, metadata=_positive())
     cache_dir: str = ""
+    # "crop": the model's own centre crop; "pad": pad to a square first (keeps hems, collars)
+    preprocess: str = field(default="crop", metadata=_one_of("crop", "pad"))
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class SearchSettings:
     overfetch: int = field(default=4, metadata=_positive())
     exact_filter_limit: int = field(default=20_000, metadata=_non_negative())
     query_store: str = "data/state/queries.sqlite"
+    flip_augment: bool = False
+    category_gating: bool = False
+    gating_confidence: float = field(default=0.6, metadata=_unit_interval())
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,7 @@ class HttpSettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: str = field(default="INFO", metadata=_one_of("DEBUG", "INFO", "WARNING", "ERROR"))
+    format: str = field(default="text", metadata=_one_of("text", "json"))
 
 
 @dataclass(frozen=True)

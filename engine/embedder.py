@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from engine.config import ModelSettings
 
@@ -131,9 +131,16 @@ class Embedder:
     """
 
     def __init__(
-        self, model: torch.nn.Module, preprocess, tokenizer, spec: ModelSpec, device
+        self,
+        model: torch.nn.Module,
+        preprocess,
+        tokenizer,
+        spec: ModelSpec,
+        device,
+        pad_to_square: bool = False,
     ) -> None:
         self.model = model
+        self.pad_to_square = pad_to_square
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.spec = spec
@@ -146,7 +153,14 @@ class Embedder:
             self.dim = int(model.encode_image(probe).shape[-1])
         self.fingerprint = _weights_fingerprint(model)
 
+    @property
+    def preprocessing(self) -> str:
+        return "pad" if self.pad_to_square else "crop"
+
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        if self.pad_to_square and image.width != image.height:
+            side = max(image.size)
+            image = ImageOps.pad(image, (side, side), color=(255, 255, 255))
         return self.preprocess(image)
 
     def embed_image_tensors(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
@@ -196,4 +210,4 @@ def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embe
             "checkpoint file or folder; see README, 'Offline servers'."
         ) from None
     model.eval()
-    return Embedder(model, preprocess, tokenizer, spec, device)
+    return Embedder(model, preprocess, tokenizer, spec, device, settings.preprocess == "pad")

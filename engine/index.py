@@ -59,6 +59,7 @@ class ModelIdentity:
     pretrained: str
     dim: int
     fingerprint: str
+    preprocess: str = "crop"
 
 
 @dataclass
@@ -285,7 +286,13 @@ def open_index(
 
 
 def check_model_matches(built: ModelIdentity, configured: ModelIdentity) -> None:
-    if built.dim == configured.dim and built.fingerprint == configured.fingerprint:
+    same_model = built.dim == configured.dim and built.fingerprint == configured.fingerprint
+    if same_model and built.preprocess != configured.preprocess:
+        raise IndexLoadError(
+            f"The index was built with model.preprocess = {built.preprocess!r}, but the "
+            f"configuration says {configured.preprocess!r}: rebuild the index, or set it back."
+        )
+    if same_model:
         return
     raise IndexLoadError(
         f"The index was built with model {built.name!r} ({built.dim}-d, weights "

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ def model_identity(embedder: Embedder) -> ModelIdentity:
         pretrained=embedder.spec.pretrained or "",
         dim=embedder.dim,
         fingerprint=embedder.fingerprint,
+        preprocess=embedder.preprocessing,
     )
 
 
@@ -94,6 +95,11 @@ class Engine:
         )
         search = settings.search
         self._ranking = RankingParams(search.overfetch, search.exact_filter_limit)
+        self.warm = False
+        self._flip = search.flip_augment
+        self._gating = search.category_gating
+        self._gating_confidence = search.gating_confidence
+        self._category_vectors: dict[tuple[str, ...], np.ndarray] = {}
         store_path = settings.resolve_path(search.query_store) if search.query_store else None
         self.queries = QueryStore(store_path)
 
@@ -135,7 +141,8 @@ class Engine:
         image_futures = []
         for data in images:
             pixels = await loop.run_in_executor(self._cpu_pool, self._preprocess, data)
-            image_futures.append(self.batcher.submit_async(_ModelJob(pixels=pixels)))
+            views = [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
+            image_futures += [self.batcher.submit_async(_ModelJob(pixels=v)) for v in views]
         text_future = self.batcher.submit_async(_ModelJob(text=text)) if text else None
         vector = np.zeros(self.identity.dim, dtype=np.float32)
         if image_futures:
@@ -145,14 +152,57 @@ class Engine:
             vector += weight * await text_future
         return _normalise(vector)
 
+    async def warm_up(self) -> None:
+        """One image and one text through the worker, so the first shopper does not pay
+        for lazy initialisation; sets `warm`."""
+        size = self.embedder.image_size
+        await self.batcher.submit_async(_ModelJob(pixels=torch.zeros(3, size, size)))
+        await self.batcher.submit_async(_ModelJob(text="a photo of a garment"))
+        self.warm = True
+
+    async def guess_category(self, query: np.ndarray) -> str | None:
+        """The catalog category a photo most likely shows, when the text encoder is at
+        least `search.gating_confidence` sure (softmax over "a photo of a <category>")."""
+        categories = self.categories()
+        if len(categories) < 2:
+            return None
+        key = tuple(categories)
+        if key not in self._category_vectors:
+            prompts = [f"a photo of a {c}" for c in categories]
+            vectors = await asyncio.gather(
+                *(self.batcher.submit_async(_ModelJob(text=p)) for p in prompts)
+            )
+            self._category_vectors = {key: np.stack(vectors)}
+        logits = 100.0 * (self._category_vectors[key] @ query)
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        best = int(np.argmax(probabilities))
+        return categories[best] if probabilities[best] >= self._gating_confidence else None
+
     def _rank_and_join(
-        self, query: np.ndarray, filters: Filters, wanted: int, diversity: float
+        self,
+        query: np.ndarray,
+        filters: Filters,
+        wanted: int,
+        diversity: float,
+        prefer_category: str | None = None,
     ) -> list[Hit]:
         index = self._index  # one consistent index for the whole query, even across a reload
         ranked = rank(index, query, filters, wanted, diversity, self._ranking)
+        if prefer_category:
+            preferred = replace(filters, category=prefer_category)
+            first = rank(index, query, preferred, wanted, diversity, self._ranking)
+            seen = {r.record.product_id for r in first}
+            ranked = (first + [r for r in ranked if r.record.product_id not in seen])[:wanted]
         products = index.catalog.products(r.record.product_id for r in ranked)
         return [
-            Hit(products[r.record.product_id], r.score, r.record.source, r.record.local_path)
+            Hit(
+                products[r.record.product_id],
+                r.score,
+                r.record.source,
+                r.record.local_path,
+                r.record.key,
+            )
             for r in ranked
             if r.record.product_id in products
         ]
@@ -187,6 +237,9 @@ class Engine:
             query = (await self.embed_query(photos, text)).astype(np.float16).astype(np.float32)
             query_key = await loop.run_in_executor(self._cpu_pool, self.queries.put, query)
         timings["embed_ms"] = (time.perf_counter() - started) * 1000
+        prefer = None
+        if self._gating and not (filters and filters.category):  # same for every page
+            prefer = await self.guess_category(query)
         ranked_at = time.perf_counter()
         hits = await loop.run_in_executor(
             self._cpu_pool,
@@ -195,12 +248,20 @@ class Engine:
             filters or Filters(),
             offset + k + 1,
             diversity,
+            prefer,
         )
         timings["rank_ms"] = (time.perf_counter() - ranked_at) * 1000
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         return SearchPage(
             hits[offset : offset + k], offset, len(hits) > offset + k, timings, query_key
         )
+
+    def top_products(self, query: np.ndarray, k: int, exact: bool) -> list[str]:
+        """Product ids of the top `k`, by the ANN graph or by exact brute force (for
+        measuring what the approximation costs)."""
+        limit = self._index.size if exact else 0
+        params = RankingParams(self._ranking.overfetch, limit)
+        return [r.record.product_id for r in rank(self._index, query, Filters(), k, 0.0, params)]
 
     def reload_if_changed(self) -> bool:
         """Switch to a newly published build (same model only). In-flight queries finish

@@ -42,6 +42,7 @@ class Hit:
     score: float  # cosine similarity of the product's best-matching image, -1..1
     image: str  # the image of this product that matched best
     image_path: str | None = None  # a local file holding that image, when there is one
+    key: int = -1  # the index key (row) of that image
 
 
 @dataclass(frozen=True)

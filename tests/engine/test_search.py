@@ -207,3 +207,71 @@ async def test_a_query_key_pages_the_same_search_later(
             await second_engine.search(query_key="0" * 16)
     finally:
         second_engine.close()
+
+
+async def test_pad_preprocessing_keeps_the_whole_garment_and_needs_its_own_index(
+    tiny_model_files, demo_index_dir
+) -> None:
+    from engine.embedder import load_embedder
+    from engine.index import IndexLoadError
+
+    padded = make_settings(tiny_model_files, demo_index_dir, model={"preprocess": "pad"})
+    embedder = load_embedder(padded.model)
+    tall = Image.new("RGB", (100, 300), "white")
+    tall.paste(Image.new("RGB", (100, 40), "red"), (0, 260))  # a red hem at the bottom
+
+    def shows_red(pixels) -> bool:  # normalised: red high, green below the mean
+        return bool(((pixels[0] > 1.5) & (pixels[1] < 0)).any())
+
+    # the hem survives padding; the model's centre crop of a tall photo cuts it off
+    assert shows_red(embedder.preprocess_image(tall))
+    assert not shows_red(
+        load_embedder(make_settings(tiny_model_files, demo_index_dir).model).preprocess_image(tall)
+    )
+    with pytest.raises(IndexLoadError, match=r"model\.preprocess"):
+        open_index(demo_index_dir, model_identity(embedder))
+
+
+async def test_flip_augmentation_averages_the_mirror_image(
+    settings, embedder, demo_index_dir
+) -> None:
+    flipped = settings.with_overrides(search={"flip_augment": True})
+    engine = Engine(flipped, embedder, open_index(demo_index_dir, model_identity(embedder)))
+    plain = Engine(settings, embedder, open_index(demo_index_dir, model_identity(embedder)))
+    try:
+        photo = (DEMO_IMAGES / "shirt-4.jpg").read_bytes()
+        with_flip = await engine.embed_query([photo], None)
+        without = await plain.embed_query([photo], None)
+        mirror = Image.open(io.BytesIO(photo)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out = io.BytesIO()
+        mirror.save(out, format="PNG")
+        mirrored = await plain.embed_query([out.getvalue()], None)
+        expected = (without + mirrored) / np.linalg.norm(without + mirrored)
+        assert float(with_flip @ expected) > 0.999
+        assert float(with_flip @ without) < 0.99999
+    finally:
+        engine.close()
+        plain.close()
+
+
+async def test_category_gating_puts_the_guessed_category_first(
+    settings, embedder, demo_index_dir
+) -> None:
+    gated = settings.with_overrides(search={"category_gating": True, "gating_confidence": 0.0})
+    engine = Engine(gated, embedder, open_index(demo_index_dir, model_identity(embedder)))
+    try:
+        photo = (DEMO_IMAGES / "pants-4.jpg").read_bytes()
+        guess = await engine.guess_category(await engine.embed_query([photo], None))
+        assert guess in engine.categories()
+        page = await engine.search(image=photo, k=10)
+        categories = [h.product.category for h in page.hits]
+        assert categories[:6] == [guess] * 6  # each category has 6 products
+        assert len({h.product.product_id for h in page.hits}) == 10
+        strict = settings.with_overrides(search={"category_gating": True, "gating_confidence": 1.0})
+        unsure = Engine(strict, embedder, open_index(demo_index_dir, model_identity(embedder)))
+        try:
+            assert await unsure.guess_category(await unsure.embed_query([photo], None)) is None
+        finally:
+            unsure.close()
+    finally:
+        engine.close()

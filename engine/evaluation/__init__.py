@@ -1,0 +1,1 @@
+"""Retrieval quality: query sets, metrics, a runner over the engine, reports."""
