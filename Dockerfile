@@ -24,10 +24,13 @@ COPY --chown=fashionbot data/demo ./data/demo
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/cache/huggingface \
-    FASHIONBOT_INDEX__DIR=/index
+    FASHIONBOT_INDEX__DIR=/index \
+    FASHIONBOT_SEARCH__QUERY_STORE=/index/state/queries.sqlite
 RUN mkdir -p /cache /index && chown fashionbot /cache /index
 VOLUME ["/cache", "/index"]
 USER fashionbot
 EXPOSE 8080
-# The index must exist: docker run ... python index_builder.py build /catalog/catalog.csv
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+  CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status != 200)"
+# The index must exist first: see docker-compose.yml (service "index").
 CMD ["python", "-m", "bot"]

@@ -234,3 +234,55 @@ async def test_both_bots_in_one_process_and_sigterm_drains_searches(
             process.kill()
             await process.wait()
         await fake_discord.stop()
+
+
+async def test_two_webhook_replicas_serve_from_one_index_directory(
+    tiny_model_files, embedder, demo_index_dir, api
+) -> None:
+    """Scale-out: two `python -m bot` replicas behind a load balancer, each memory-mapping
+    the same read-only index; each answers the updates the balancer sends it."""
+    replicas = []
+    try:
+        for _ in range(2):
+            settings = make_settings(tiny_model_files, demo_index_dir)
+            engine = Engine(
+                settings, embedder, open_index(demo_index_dir, model_identity(embedder))
+            )
+            port = free_port()
+            hooked = bot_settings(
+                settings,
+                api,
+                mode="webhook",
+                webhook_url="https://bot.example.com",
+                webhook_listen="127.0.0.1",
+                webhook_port=port,
+            )
+            bot = TelegramBot(engine, hooked, api.token, webhook_secret="shared-secret-value")
+            await bot.start()
+            replicas.append((engine, bot, port))
+        headers = {"X-Telegram-Bot-Api-Secret-Token": "shared-secret-value"}
+        async with aiohttp.ClientSession() as http:
+            for n, name in enumerate(["dress-4.jpg", "shoes-6.jpg", "hat-5.jpg", "skirt-6.jpg"]):
+                _, _, port = replicas[n % 2]  # round robin, as a load balancer would
+                update = {
+                    "update_id": 100 + n,
+                    "message": api.message(chat_id=900 + n, photo=photo(name)),
+                }
+                response = await http.post(
+                    f"http://127.0.0.1:{port}/telegram", json=update, headers=headers
+                )
+                assert response.status == 200
+        albums = await api.wait_for("sendMediaGroup", 4)
+        firsts = {int(a.params["chat_id"]): titles(a)[0] for a in albums}
+        assert firsts == {
+            900: "Linen shift dress",
+            901: "Slip-on shoes",
+            902: "Fedora hat",
+            903: "Wrap skirt",
+        }
+        assert replicas[0][1].stats.searches == replicas[1][1].stats.searches == 2
+        assert replicas[0][0].index.build_dir == replicas[1][0].index.build_dir
+    finally:
+        for engine, bot, _ in replicas:
+            await bot.stop()
+            engine.close()
