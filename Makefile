@@ -6,7 +6,7 @@ INDEX_DIR ?= data/index
 CATALOG ?= data/demo/catalog.csv
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-offline test lint format index clean reliability audit quality
+.PHONY: run run-offline test lint format index clean reliability audit quality bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ run-offline: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# docs/benchmarks.md + bench/results.json (FAISS and scikit-learn as references).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench.perf
+
+bench-quick: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench.perf --quick
 
 # Figures for docs/reliability.md (hostile files, 200 shoppers at once, Bot API faults).
 reliability: $(STAMP)

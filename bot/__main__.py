@@ -36,7 +36,8 @@ HOW_TO_ADD_A_TOKEN = """\
 No bot token is set, so this was a terminal demo. To go live:
   Telegram: talk to @BotFather, create a bot, then  export TELEGRAM_BOT_TOKEN=...
   Discord:  create an application at the developer portal, then  export DISCORD_BOT_TOKEN=...
-and run `make run` again. Tokens are read from the environment only, never from files."""
+and run `make run` again. Tokens come from the environment (or a file named by
+  TELEGRAM_BOT_TOKEN_FILE / DISCORD_BOT_TOKEN_FILE), never from the repository."""
 
 
 def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:

@@ -30,10 +30,11 @@ def write_tiny_model(out_dir: Path, seed: int = 0) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / f"{TINY_MODEL_NAME}.json"
     checkpoint_path = out_dir / f"{TINY_MODEL_NAME}.pt"
-    if config_path.is_file() and checkpoint_path.is_file():
+    if not config_path.is_file():
+        config_path.write_text(json.dumps(TINY_CONFIG, indent=2), encoding="utf-8")
+    open_clip.add_model_config(config_path)  # registers the architecture as "tiny-random"
+    if checkpoint_path.is_file():
         return config_path, checkpoint_path
-    config_path.write_text(json.dumps(TINY_CONFIG, indent=2), encoding="utf-8")
-    open_clip.add_model_config(config_path)
     torch.manual_seed(seed)
     model = open_clip.create_model(TINY_MODEL_NAME, pretrained=None)
     tmp = checkpoint_path.with_suffix(".tmp")

@@ -51,30 +51,34 @@ def candidates(
     index: VectorIndex, query: np.ndarray, filters: Filters, wanted: int, params: RankingParams
 ) -> list[RankedImage]:
     """At least `wanted` distinct products passing `filters`, best first (fewer only when
-    fewer exist)."""
+    fewer exist). Candidates are fetched in growing rounds, so a query costs about what
+    its page needs, never a pass over the whole catalog's metadata."""
     allowed = index.catalog.keys_matching(filters) if filters.active else None
     subset_size = index.size if allowed is None else len(allowed)
-    if subset_size <= params.exact_filter_limit:
-        # Small catalogs and narrow filters: exact search is both faster and exact.
-        keys, scores = index.exact_search(query, subset_size, allowed)
-        return _best_per_product(index, keys, scores, None)[:wanted]
-
-    # ANN over the whole graph, post-filtered; fetch more until enough products survive.
-    selectivity = subset_size / max(index.size, 1)
+    # Small catalogs and narrow filters: exact search is both faster and exact.
+    exact = subset_size <= params.exact_filter_limit
+    selectivity = 1.0 if exact else subset_size / max(index.size, 1)
+    limit = subset_size if exact else index.size
     fetch = int(wanted * params.overfetch / max(selectivity, 1e-6))
+    give_up_at = 16 * fetch
     while True:
-        fetch = min(fetch, index.size)
-        keys, scores = index.ann_search(query, fetch)
-        ranked = _best_per_product(index, keys, scores, allowed)
-        if len(ranked) >= wanted or fetch >= index.size:
+        fetch = min(max(fetch, 1), limit)
+        if exact:
+            keys, scores = index.exact_search(query, fetch, allowed)
+            ranked = _best_per_product(index, keys, scores, None)
+        else:
+            keys, scores = index.ann_search(query, fetch)
+            ranked = _best_per_product(index, keys, scores, allowed)
+        if len(ranked) >= wanted or fetch >= limit:
             return ranked[:wanted]
-        if fetch >= 16 * wanted * params.overfetch / max(selectivity, 1e-6):
+        if not exact and fetch >= give_up_at:
             break
         fetch *= 4
-    if allowed is not None:  # the filter is selective in the neighbourhood: search it exactly
-        keys, scores = index.exact_search(query, len(allowed), allowed)
-        return _best_per_product(index, keys, scores, None)[:wanted]
-    return ranked[:wanted]
+    if allowed is None:  # many images per product: what the graph gave is the answer
+        return ranked[:wanted]
+    # The filter is selective right around this query: search its subset exactly.
+    keys, scores = index.exact_search(query, len(allowed), allowed)
+    return _best_per_product(index, keys, scores, None)[:wanted]
 
 
 def diversify(index: VectorIndex, ranked: list[RankedImage], diversity: float) -> list[RankedImage]:

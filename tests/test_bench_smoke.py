@@ -39,3 +39,38 @@ def test_quality_report_is_produced(tmp_path: Path) -> None:
     assert "Catalog: `train/` of clothing-small (12 photos" in text
     assert "a random ranking would score 0.333" in text
     assert "| Marqo-FashionCLIP | `marqo-fashionclip` (default) | 56.88 |" in text
+
+
+@pytest.mark.slow
+def test_perf_benchmarks_run_at_tiny_sizes(tmp_path: Path, monkeypatch, tiny_model_files) -> None:
+    """Every benchmark section runs on the tiny model at tiny sizes and renders; no timing
+    is checked (benchmarks are not tests), only that the measurements are sane."""
+    import shutil
+
+    from bench import perf
+    from tests.conftest import DEMO_IMAGES
+
+    for n, photo in enumerate(sorted(DEMO_IMAGES.glob("*.jpg"))[:8]):
+        folder = tmp_path / "data" / "train" / photo.stem.rsplit("-", 1)[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, folder / f"{n}.jpg")
+    monkeypatch.setattr(perf, "DATASET", tmp_path / "data")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    results = {
+        "quick": True,
+        "machine": perf.machine(),
+        "query": [perf.query_overhead("tiny-random", 300, 2, scratch)],
+        "concurrency": perf.concurrency("tiny-random", [1, 16], 1, scratch),
+        "build": perf.build_throughput("tiny-random", 8, scratch),
+        "ann": [perf.vector_search(2000, 64, 20, scratch)],
+        "startup": perf.startup(2000, 64, scratch),
+        "filtered": perf.filtered_recall(4000, 64, 5, scratch),
+        "headline": {"query_overhead_ratio": 1.0},
+    }
+    assert results["build"]["images"] == 8
+    assert results["ann"][0]["usearch_f16"]["recall_at_10"] > 0.9
+    assert results["filtered"]["recall_at_10"] > 0.9
+    assert all(row["engine_qps"] > 0 for row in results["concurrency"])
+    text = perf.render(results)
+    assert "## 6. Filtered search" in text and "usearch_i8" in text
