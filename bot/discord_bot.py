@@ -91,6 +91,18 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=PAGE_ID):
         )
 
 
+class _RateLimitCounter(logging.Handler):
+    """discord.py waits out 429s itself and only logs them; count those log records."""
+
+    def __init__(self, frontend: DiscordBot) -> None:
+        super().__init__(logging.WARNING)
+        self._frontend = frontend
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "rate limit" in str(record.msg).lower() and self._frontend.metrics is not None:
+            self._frontend.metrics.count_platform_rate_limit(self._frontend.platform)
+
+
 class FashionClient(discord.Client):
     def __init__(self, frontend: DiscordBot) -> None:
         intents = discord.Intents.none()
@@ -132,11 +144,13 @@ class DiscordBot(Frontend):
         self.client = FashionClient(self)
         self._token = token
         self._runner: asyncio.Task[None] | None = None
+        self._rate_limit_counter = _RateLimitCounter(self)
         self._closing = False
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self, timeout_s: float = 60.0) -> None:
+        logging.getLogger("discord.http").addHandler(self._rate_limit_counter)
         self._runner = asyncio.create_task(self.client.start(self._token), name="discord")
         ready = asyncio.create_task(self.ready.wait())
         done, _ = await asyncio.wait(
@@ -153,6 +167,7 @@ class DiscordBot(Frontend):
         self._closing = True
         await self._drain(grace_s)
         await self.client.close()
+        logging.getLogger("discord.http").removeHandler(self._rate_limit_counter)
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
 

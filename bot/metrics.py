@@ -71,6 +71,12 @@ class Metrics:
             ["platform", "kind"],
             registry=self.registry,
         )
+        self.platform_rate_limits = Counter(
+            "fashionbot_platform_rate_limits",
+            "Times the chat platform told the bot to slow down (Telegram 429, Discord 429)",
+            ["platform"],
+            registry=self.registry,
+        )
         self.registry.register(_EngineCollector(engine))
 
     def observe_search(self, platform: str, timings_ms: dict[str, float], results: int) -> None:
@@ -82,6 +88,9 @@ class Metrics:
 
     def count_error(self, platform: str, kind: str) -> None:
         self.errors.labels(platform, kind).inc()
+
+    def count_platform_rate_limit(self, platform: str) -> None:
+        self.platform_rate_limits.labels(platform).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,7 +33,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -127,6 +127,21 @@ class _PendingAlbum:
     messages: list[Message] = field(default_factory=list)
 
 
+class CountingRateLimiter(AIORateLimiter):
+    """python-telegram-bot's limiter (it waits out each 429 and retries), counting the 429s."""
+
+    def __init__(self, on_retry_after: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_retry_after = on_retry_after
+
+    async def _run_request(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._run_request(*args, **kwargs)
+        except RetryAfter:
+            self._on_retry_after()
+            raise
+
+
 class TelegramBot(Frontend):
     platform = "telegram"
 
@@ -147,7 +162,7 @@ class TelegramBot(Frontend):
             .token(token)
             .base_url(settings.telegram.base_url)
             .base_file_url(settings.telegram.base_file_url)
-            .rate_limiter(AIORateLimiter(max_retries=3))
+            .rate_limiter(CountingRateLimiter(self._count_retry_after, max_retries=3))
             .read_timeout(settings.telegram.request_timeout_s)
             .write_timeout(settings.telegram.request_timeout_s)
             .media_write_timeout(max(20.0, settings.telegram.request_timeout_s))
@@ -212,6 +227,10 @@ class TelegramBot(Frontend):
         if self.application.running:
             await self.application.stop()
         await self.application.shutdown()
+
+    def _count_retry_after(self) -> None:
+        if self.metrics is not None:
+            self.metrics.count_platform_rate_limit(self.platform)
 
     @property
     def healthy(self) -> bool:

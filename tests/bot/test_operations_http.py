@@ -64,3 +64,40 @@ def test_json_logs_carry_the_request_id_and_no_secrets() -> None:
     entry = json.loads(stream.getvalue())
     assert entry["request_id"] == request_id and entry["level"] == "WARNING"
     assert "very-secret-token" not in stream.getvalue()
+
+
+async def test_platform_rate_limits_are_counted(engine, settings, api) -> None:
+    bot = TelegramBot(engine, bot_settings(settings, api), api.token)
+    metrics = Metrics(engine)
+    bot.metrics = metrics
+    await bot.start()
+    try:
+        api.fail("sendMediaGroup", 429, "Too Many Requests: retry after 1", retry_after=1)
+        await api.send_message(photo=photo())
+        await api.wait_for("sendMediaGroup", timeout=30)
+    finally:
+        await bot.stop()
+    page = metrics.render().decode()
+    assert 'fashionbot_platform_rate_limits_total{platform="telegram"} 1.0' in page
+
+
+def test_discord_rate_limit_log_records_are_counted(engine, settings) -> None:
+    from bot.discord_bot import DiscordBot
+
+    bot = DiscordBot(engine, settings, "fake.token.for-counting")
+    metrics = Metrics(engine)
+    bot.metrics = metrics
+    http_log = logging.getLogger("discord.http")
+    http_log.addHandler(bot._rate_limit_counter)
+    try:
+        http_log.warning(
+            "We are being rate limited. %s %s responded with 429. Retrying in %.2f seconds.",
+            "POST",
+            "/interactions",
+            1.0,
+        )
+        http_log.warning("something else")
+    finally:
+        http_log.removeHandler(bot._rate_limit_counter)
+    page = metrics.render().decode()
+    assert 'fashionbot_platform_rate_limits_total{platform="discord"} 1.0' in page
