@@ -445,7 +445,7 @@ class TelegramBot(Frontend):
             return
         action = asyncio.create_task(self._keep_uploading_action(chat_id))
         try:
-            photos = [await self._download(fid) for fid in query.photo_file_ids]
+            photos = await asyncio.gather(*(self._download(fid) for fid in query.photo_file_ids))
             search = self.settings.search
             page = await self.engine.search(
                 images=photos,

@@ -91,27 +91,38 @@ def _build_lock(index_dir: Path) -> Iterator[None]:
         yield
 
 
-def _previous_vectors(index_dir: Path, embedder: Embedder) -> dict[str, np.ndarray]:
-    """sha256 of image bytes -> stored vector, from the served build with the same model."""
+@dataclass
+class _PreviousBuild:
+    """The served build's vectors by image content, for reuse: a memory map and a
+    digest -> row map, so a rebuild of a million images does not load a million arrays."""
+
+    rows_by_digest: dict[str, int] = field(default_factory=dict)
+    vectors: np.ndarray | None = None
+
+    def vector(self, digest: str) -> np.ndarray | None:
+        row = self.rows_by_digest.get(digest)
+        return None if row is None or self.vectors is None else self.vectors[row]
+
+
+def _previous_build(index_dir: Path, embedder: Embedder) -> _PreviousBuild:
+    """What the served build already embedded with the same model (nothing otherwise)."""
     try:
         previous = open_index(index_dir, model_identity(embedder), verify=True)
     except IndexLoadError as exc:
         if "No index found" not in str(exc):
             log.info("not reusing the previous build: %s", str(exc).splitlines()[0])
-        return {}
+        return _PreviousBuild()
     try:
-        reuse = {}
-        for record in previous.catalog.iter_images():
-            reuse[record.sha256] = np.array(previous.vectors[record.key])
-        return reuse
+        rows = {record.sha256: record.key for record in previous.catalog.iter_images()}
+        return _PreviousBuild(rows, previous.vectors)
     finally:
-        previous.close()
+        previous.close()  # the catalog; the vectors stay memory-mapped
 
 
 class _Embedding:
     """The decode and model stages, fed by `run` with prepared jobs."""
 
-    def __init__(self, embedder: Embedder, settings: Settings, reuse: dict[str, np.ndarray]):
+    def __init__(self, embedder: Embedder, settings: Settings, reuse: _PreviousBuild):
         self.embedder = embedder
         self.settings = settings
         self.reuse = reuse
@@ -145,8 +156,9 @@ class _Embedding:
                 digest = hashlib.sha256(fetched.data).hexdigest()
                 self.hashes[job.ordinal] = digest
                 self.local_paths[job.ordinal] = fetched.local_path
-                if digest in self.reuse:
-                    self.vectors[job.ordinal] = self.reuse[digest]
+                reused = self.reuse.vector(digest)
+                if reused is not None:
+                    self.vectors[job.ordinal] = reused
                     self.reused += 1
                     progress.update()
                     return
@@ -239,7 +251,7 @@ async def build_index(
             raise BuildError(
                 f"{catalog_path} has no usable product rows ({len(feed.skipped)} skipped)"
             )
-        reuse = _previous_vectors(index_dir, embedder)
+        reuse = _previous_build(index_dir, embedder)
         stage = _Embedding(embedder, settings, reuse)
         build = settings.build
         cache_dir = (
