@@ -8,9 +8,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run run-offline test lint format index clean reliability audit quality bench bench-quick
 
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU build of torch
+# (a few hundred MB instead of the CUDA build's gigabytes); the Dockerfile does the same.
+TORCH_INDEX ?=
+PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check $(PIP_EXTRA) -e '.[dev]'
 	touch $(STAMP)
 
 $(INDEX_DIR)/CURRENT: | $(STAMP)
