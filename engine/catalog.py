@@ -151,31 +151,30 @@ class Catalog:
         rows = self._all("SELECT DISTINCT category FROM products WHERE category != '' ORDER BY 1")
         return [r[0] for r in rows]
 
-    def images_by_key(self, keys: Iterable[int]) -> dict[int, ImageRecord]:
-        wanted = [int(k) for k in keys]
-        found: dict[int, ImageRecord] = {}
-        for chunk_start in range(0, len(wanted), 500):
-            chunk = wanted[chunk_start : chunk_start + 500]
+    def _rows_in(self, select: str, column: str, values: list) -> list[tuple]:
+        """`select ... WHERE column IN (values)`, in chunks under SQLite's variable limit."""
+        rows: list[tuple] = []
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._all(
-                "SELECT key, product_id, source, local_path, sha256 FROM images "
-                f"WHERE key IN ({marks})",
-                chunk,
-            )
-            found.update({row[0]: ImageRecord(*row) for row in rows})
-        return found
+            rows += self._all(f"{select} WHERE {column} IN ({marks})", chunk)
+        return rows
+
+    def images_by_key(self, keys: Iterable[int]) -> dict[int, ImageRecord]:
+        rows = self._rows_in(
+            "SELECT key, product_id, source, local_path, sha256 FROM images",
+            "key",
+            [int(k) for k in keys],
+        )
+        return {row[0]: ImageRecord(*row) for row in rows}
 
     def products(self, product_ids: Iterable[str]) -> dict[str, Product]:
-        wanted = list(dict.fromkeys(product_ids))
-        found: dict[str, Product] = {}
-        for chunk_start in range(0, len(wanted), 500):
-            chunk = wanted[chunk_start : chunk_start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._all(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE product_id IN ({marks})", chunk
-            )
-            found.update({row[0]: _product_from_row(row) for row in rows})
-        return found
+        rows = self._rows_in(
+            f"SELECT {_PRODUCT_COLUMNS} FROM products",
+            "product_id",
+            list(dict.fromkeys(product_ids)),
+        )
+        return {row[0]: _product_from_row(row) for row in rows}
 
     def iter_images(self) -> Iterator[ImageRecord]:
         for row in self._all("SELECT key, product_id, source, local_path, sha256 FROM images"):
