@@ -67,7 +67,9 @@ async def terminal_demo(engine: Engine, settings: Settings) -> int:
     return 0
 
 
-async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> int:
+async def serve(
+    engine: Engine, settings: Settings, tokens: dict[str, str], webhook_secret: str = ""
+) -> int:
     """Run the enabled bots on this event loop, sharing the engine, until SIGTERM/SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -75,7 +77,6 @@ async def serve(engine: Engine, settings: Settings, tokens: dict[str, str]) -> i
         loop.add_signal_handler(signum, stop.set)
     bots: list[Frontend] = []
     if "TELEGRAM_BOT_TOKEN" in tokens:
-        webhook_secret = read_secret("TELEGRAM_WEBHOOK_SECRET")
         bots.append(
             TelegramBot(
                 engine, settings, tokens["TELEGRAM_BOT_TOKEN"], webhook_secret=webhook_secret
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not tokens:
             return asyncio.run(terminal_demo(engine, settings))
-        return asyncio.run(serve(engine, settings, tokens))
+        webhook_secret = secrets["TELEGRAM_WEBHOOK_SECRET"]
+        return asyncio.run(serve(engine, settings, tokens, webhook_secret))
     finally:
         engine.close()
 
