@@ -73,7 +73,7 @@ def rss_mib() -> float:
 # ---- 1. query path -------------------------------------------------------------------
 
 
-def engine_over(embedder: Embedder, index_dir: Path, scratch: Path) -> Engine:
+def engine_over(embedder: Embedder, index_dir: Path) -> Engine:
     settings = load_settings(DEFAULT_CONFIG_PATH, environ={}).with_overrides(
         index={"dir": str(index_dir), "verify_checksums": False},
         search={"query_store": ""},
@@ -87,7 +87,7 @@ def query_overhead(
     embedder = random_embedder(architecture)
     index_dir = scratch / f"q-{architecture}-{catalog_size}"
     write_synthetic_index(index_dir, clip_like_vectors(catalog_size, dim=embedder.dim, seed=1))
-    engine = engine_over(embedder, index_dir, scratch)
+    engine = engine_over(embedder, index_dir)
     photo = PHOTO.read_bytes()
     tensor = embedder.preprocess_image(Image.open(io.BytesIO(photo)).convert("RGB")).unsqueeze(0)
 
@@ -133,7 +133,7 @@ def concurrency(
     embedder = random_embedder(architecture)
     index_dir = scratch / f"c-{architecture}"
     write_synthetic_index(index_dir, clip_like_vectors(10_000, dim=embedder.dim, seed=2))
-    engine = engine_over(embedder, index_dir, scratch)
+    engine = engine_over(embedder, index_dir)
     photo = PHOTO.read_bytes()
     tensor = embedder.preprocess_image(Image.open(io.BytesIO(photo)).convert("RGB"))
     max_batch = engine.settings.model.max_batch

@@ -32,6 +32,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+async def start_webhook_bot(
+    engine, settings, api, public_url: str, secret: str
+) -> tuple[TelegramBot, int]:
+    """A bot in webhook mode listening on a free loopback port."""
+    port = free_port()
+    hooked = bot_settings(
+        settings,
+        api,
+        mode="webhook",
+        webhook_url=public_url,
+        webhook_listen="127.0.0.1",
+        webhook_port=port,
+    )
+    bot = TelegramBot(engine, hooked, api.token, webhook_secret=secret)
+    await bot.start()
+    return bot, port
+
+
 async def test_dropped_connections_are_retried(engine, settings, api) -> None:
     bot = TelegramBot(engine, bot_settings(settings, api), api.token)
     await bot.start()
@@ -49,17 +67,9 @@ async def test_dropped_connections_are_retried(engine, settings, api) -> None:
 async def test_webhook_mode_takes_updates_with_the_secret_only(
     engine, settings, api, monkeypatch
 ) -> None:
-    port = free_port()
-    hooked = bot_settings(
-        settings,
-        api,
-        mode="webhook",
-        webhook_url="https://bot.example.com/hooks",
-        webhook_listen="127.0.0.1",
-        webhook_port=port,
+    bot, port = await start_webhook_bot(
+        engine, settings, api, "https://bot.example.com/hooks", "s3cret-webhook-token"
     )
-    bot = TelegramBot(engine, hooked, api.token, webhook_secret="s3cret-webhook-token")
-    await bot.start()
     try:
         registered = (await api.wait_for("setWebhook"))[0]
         assert registered.params["url"] == "https://bot.example.com/hooks/telegram"
@@ -248,17 +258,9 @@ async def test_two_webhook_replicas_serve_from_one_index_directory(
             engine = Engine(
                 settings, embedder, open_index(demo_index_dir, model_identity(embedder))
             )
-            port = free_port()
-            hooked = bot_settings(
-                settings,
-                api,
-                mode="webhook",
-                webhook_url="https://bot.example.com",
-                webhook_listen="127.0.0.1",
-                webhook_port=port,
+            bot, port = await start_webhook_bot(
+                engine, settings, api, "https://bot.example.com", "shared-secret-value"
             )
-            bot = TelegramBot(engine, hooked, api.token, webhook_secret="shared-secret-value")
-            await bot.start()
             replicas.append((engine, bot, port))
         headers = {"X-Telegram-Bot-Api-Secret-Token": "shared-secret-value"}
         async with aiohttp.ClientSession() as http:

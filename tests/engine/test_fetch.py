@@ -11,6 +11,7 @@ from aiohttp import web
 
 from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
 from tests.conftest import DEMO_IMAGES
+from tests.fakes.loopback import LoopbackServer
 
 PHOTO = (DEMO_IMAGES / "shorts-2.jpg").read_bytes()
 
@@ -79,8 +80,7 @@ async def shop_server():
         request.transport.close()
         return web.Response()
 
-    app = web.Application()
-    for path, handler in {
+    routes = {
         "/photo.jpg": photo,
         "/dead.jpg": dead,
         "/slow.jpg": slow,
@@ -92,15 +92,14 @@ async def shop_server():
         "/loop": loop_redirect,
         "/flaky.jpg": flaky,
         "/drop.jpg": drop,
-    }.items():
+    }
+    app = web.Application()
+    for path, handler in routes.items():
         app.router.add_get(path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", hits
-    await runner.cleanup()
+    server = LoopbackServer(app)
+    await server.start()
+    yield f"http://127.0.0.1:{server.port}", hits
+    await server.stop()
 
 
 def fetcher(tmp_path: Path, **overrides) -> ImageFetcher:

@@ -8,11 +8,15 @@ from aiohttp import web
 class LoopbackServer:
     port: int = 0
 
-    def __init__(self) -> None:
+    def __init__(self, app: web.Application | None = None) -> None:
+        self._app = app
         self._runner: web.AppRunner | None = None
 
     def build_app(self) -> web.Application:
-        raise NotImplementedError
+        """Subclasses build their routes here, or pass a ready app to the constructor."""
+        if self._app is None:
+            raise NotImplementedError
+        return self._app
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.build_app())
