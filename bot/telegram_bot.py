@@ -15,7 +15,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +122,6 @@ class FileIdCache:
             self._ids.popitem(last=False)
 
 
-@dataclass
-class _PendingAlbum:
-    messages: list[Message] = field(default_factory=list)
-
-
 class CountingRateLimiter(AIORateLimiter):
     """python-telegram-bot's limiter (it waits out each 429 and retries), counting the 429s."""
 
@@ -156,7 +151,7 @@ class TelegramBot(Frontend):
         super().__init__(engine, settings, clock)
         self._webhook_secret = webhook_secret
         self.file_ids = FileIdCache()
-        self._albums: dict[str, _PendingAlbum] = {}
+        self._albums: dict[str, list[Message]] = {}  # media_group_id -> photos so far
         self.application: Application = (
             ApplicationBuilder()
             .token(token)
@@ -387,12 +382,12 @@ class TelegramBot(Frontend):
         group_id = str(message.media_group_id)
         pending = self._albums.get(group_id)
         if pending is not None:
-            pending.messages.append(message)
+            pending.append(message)
             return
-        pending = self._albums[group_id] = _PendingAlbum([message])
+        pending = self._albums[group_id] = [message]
         await asyncio.sleep(self.settings.telegram.media_group_wait_ms / 1000)
         del self._albums[group_id]
-        messages = sorted(pending.messages, key=lambda m: m.message_id)
+        messages = sorted(pending, key=lambda m: m.message_id)
         queries = [self.query_of(m) for m in messages]
         combined = Query(
             tuple(fid for q in queries for fid in q.photo_file_ids),

@@ -56,6 +56,15 @@ def image_limits(settings: Settings) -> ImageLimits:
     return ImageLimits(images.max_bytes, images.max_pixels, images.min_side, images.max_aspect)
 
 
+def open_configured_index(settings: Settings, identity: ModelIdentity) -> VectorIndex:
+    """The published index of `index.dir`, opened with the configured checks and search
+    settings; refused if it was built with another model."""
+    index = settings.index
+    return open_index(
+        settings.resolve_path(index.dir), identity, index.verify_checksums, index.expansion_search
+    )
+
+
 def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
     """One forward pass for the images of a batch, one for its texts."""
     out: list[np.ndarray | None] = [None] * len(jobs)
@@ -107,12 +116,7 @@ class Engine:
     def open(cls, settings: Settings) -> Engine:
         """Load the model, then the index it must match. Raises ModelLoadError/IndexLoadError."""
         embedder = load_embedder(settings.model, settings.source.parent)
-        index = open_index(
-            settings.resolve_path(settings.index.dir),
-            model_identity(embedder),
-            settings.index.verify_checksums,
-            settings.index.expansion_search,
-        )
+        index = open_configured_index(settings, model_identity(embedder))
         log.info(
             "index %s: %d products, %d images",
             index.manifest.build_id,
@@ -270,12 +274,7 @@ class Engine:
         with self._index_lock:
             if current_build_dir(index_dir) == self._index.build_dir:
                 return False
-            fresh = open_index(
-                index_dir,
-                self.identity,
-                self.settings.index.verify_checksums,
-                self.settings.index.expansion_search,
-            )
+            fresh = open_configured_index(self.settings, self.identity)
             old, self._index = self._index, fresh
         log.info("switched to index %s (was %s)", fresh.manifest.build_id, old.manifest.build_id)
         return True
