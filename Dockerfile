@@ -1,17 +1,19 @@
 # fashionbot: CPU image by default. For CUDA: --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126
-# Same install steps as the Makefile: a virtualenv with `pip install .`.
+# The same install recipe as the Makefile: scripts/install.sh (a virtualenv, then pip).
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Optional extras, e.g. --build-arg EXTRAS=[ray] for Ray cluster nodes (build --ray).
+ARG EXTRAS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY scripts/install.sh ./scripts/
 COPY bot ./bot
 COPY engine ./engine
 COPY index_builder.py ./
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX}" .
+RUN TORCH_INDEX="${TORCH_INDEX}" PYTHON=python sh scripts/install.sh /opt/venv ".${EXTRAS}"
 
 FROM python:${PYTHON_VERSION}-slim
 RUN useradd --create-home --uid 10001 fashionbot

@@ -11,11 +11,11 @@ STAMP := $(VENV)/.installed
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU build of torch
 # (a few hundred MB instead of the CUDA build's gigabytes); the Dockerfile does the same.
 TORCH_INDEX ?=
-PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+export TORCH_INDEX PYTHON
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(PIP_EXTRA) -e '.[dev]'
+# scripts/install.sh is the install recipe the Dockerfile runs too.
+$(STAMP): pyproject.toml scripts/install.sh
+	sh scripts/install.sh $(VENV) -e '.[dev]'
 	touch $(STAMP)
 
 $(INDEX_DIR)/CURRENT: | $(STAMP)

@@ -1,6 +1,7 @@
 """Build, inspect and query a fashionbot product index.
 
     python index_builder.py build CATALOG [--out DIR] [--config F] [--model M] [--pretrained P]
+                                  [--ray [ADDRESS]]
     python index_builder.py query PHOTO [--index DIR] [--k N] [--text T] [--category C] [--json]
     python index_builder.py info [--index DIR]
     python index_builder.py eval [QUERIES] [--index DIR] [--self N] [--k 1,5,10] [--json]
@@ -49,7 +50,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     catalog = Path(args.catalog).resolve()
     embedder = load_embedder(settings.model, settings.source.parent)
     report = asyncio.run(
-        build_index(settings, catalog, _index_dir(settings), embedder, not args.quiet)
+        build_index(
+            settings,
+            catalog,
+            _index_dir(settings),
+            embedder,
+            not args.quiet,
+            ray_address=args.ray or None,
+            use_ray=args.ray is not None,
+        )
     )
     print(report.summary())
     if report.skipped:
@@ -226,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--model", help="model.name override")
     build.add_argument("--pretrained", help="model.pretrained override")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="embed on a Ray cluster (ADDRESS, e.g. ray://head:10001; without it: "
+        "$RAY_ADDRESS or a local Ray instance). Needs pip install 'fashionbot[ray]'",
+    )
     build.set_defaults(run=cmd_build)
 
     query = commands.add_parser("query", help="find products similar to a photo")

@@ -104,6 +104,10 @@ class BuildSettings:
     batch_size: int = field(default=32, metadata=_positive())
     cache_dir: str = ""
     keep_builds: int = field(default=1, metadata=_non_negative())
+    # `index_builder.py build --ray`: CPUs per model actor on GPU-less nodes, and how many
+    # download/decode workers feed the model actors (0 = one per 8 CPUs of the cluster).
+    ray_cpus_per_actor: int = field(default=4, metadata=_positive())
+    ray_decode_workers: int = field(default=0, metadata=_non_negative())
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +123,21 @@ def _pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
+@dataclass(frozen=True)
+class ImagePreprocessor:
+    """The model's image transform (plus optional square padding) on its own: picklable,
+    so decode workers (threads here, Ray workers on a cluster) need no model."""
+
+    transform: Callable[[Image.Image], torch.Tensor]
+    pad_to_square: bool = False
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if self.pad_to_square and image.width != image.height:
+            side = max(image.size)
+            image = ImageOps.pad(image, (side, side), color=(255, 255, 255))
+        return self.transform(image)
+
+
 class Embedder:
     """An open_clip model with its preprocessing, producing L2-normalised float32 rows.
 
@@ -157,11 +172,12 @@ class Embedder:
     def preprocessing(self) -> str:
         return "pad" if self.pad_to_square else "crop"
 
+    @property
+    def image_preprocessor(self) -> ImagePreprocessor:
+        return ImagePreprocessor(self.preprocess, self.pad_to_square)
+
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
-        if self.pad_to_square and image.width != image.height:
-            side = max(image.size)
-            image = ImageOps.pad(image, (side, side), color=(255, 255, 255))
-        return self.preprocess(image)
+        return self.image_preprocessor(image)
 
     def embed_image_tensors(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
         batch = pixels if isinstance(pixels, torch.Tensor) else torch.stack(list(pixels))

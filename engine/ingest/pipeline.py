@@ -14,7 +14,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -43,6 +43,14 @@ from engine.index import (
 )
 from engine.ingest.feed import FeedItem, Skipped, read_feed
 from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
+from engine.ingest.ray_embed import (
+    EMBED,
+    REUSED,
+    DecodeContext,
+    RayOutcome,
+    RayUnavailable,
+    embed_on_ray,
+)
 from engine.search import image_limits, model_identity
 from engine.types import Product
 
@@ -70,13 +78,14 @@ class BuildReport:
     reused: int
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
+    embedded_on: str = "this machine"
 
     def summary(self) -> str:
         rate = self.embedded / self.seconds if self.seconds else 0.0
         return (
             f"Index {self.build_id}: {self.products} products, {self.images} images "
             f"({self.embedded} embedded, {self.reused} reused), {len(self.skipped)} skipped, "
-            f"in {self.seconds:.1f} s ({rate:.1f} images/s embedded)."
+            f"in {self.seconds:.1f} s ({rate:.1f} images/s embedded on {self.embedded_on})."
         )
 
 
@@ -133,6 +142,7 @@ class _Embedding:
         self.skipped: list[Skipped] = []
         self.embedded = 0
         self.reused = 0
+        self.embedded_on = "this machine"
 
     def _decode(self, data: bytes) -> torch.Tensor:
         image = decode_image(data, self.limits, draft_size=self.embedder.image_size)
@@ -221,6 +231,62 @@ class _Embedding:
             decode_pool.shutdown(wait=True)
             model_pool.shutdown(wait=True)
 
+    def run_on_ray(
+        self,
+        jobs: list[_ImageJob],
+        base_dir: Path,
+        cache_dir: Path,
+        fetch: FetchSettings,
+        address: str | None,
+        progress: tqdm,
+    ) -> None:
+        """The same stages on a Ray cluster; only the results come back here."""
+        build = self.settings.build
+        context = DecodeContext(
+            base_dir,
+            cache_dir,
+            fetch,
+            self.limits,
+            self.embedder.image_preprocessor,
+            self.embedder.image_size,
+            frozenset(self.reuse.rows_by_digest),
+        )
+        by_ordinal = {job.ordinal: job for job in jobs}
+        outcomes = embed_on_ray(
+            [(job.ordinal, job.source) for job in jobs],
+            context,
+            self.settings.model,
+            self.settings.source.parent,
+            address=address,
+            batch_size=build.batch_size,
+            cpus_per_actor=build.ray_cpus_per_actor,
+            decode_workers=build.ray_decode_workers,
+            on_plan=lambda plan: setattr(self, "embedded_on", plan.describe()),
+        )
+        try:
+            self._record_ray_outcomes(outcomes, by_ordinal, progress)
+        except RayUnavailable as exc:
+            raise BuildError(str(exc)) from None
+
+    def _record_ray_outcomes(
+        self, outcomes: Iterable[RayOutcome], by_ordinal: dict[int, _ImageJob], progress: tqdm
+    ) -> None:
+        for outcome in outcomes:
+            job = by_ordinal[outcome.ordinal]
+            if outcome.digest:
+                self.hashes[job.ordinal] = outcome.digest
+                self.local_paths[job.ordinal] = outcome.local_path
+            reused = self.reuse.vector(outcome.digest) if outcome.status == REUSED else None
+            if outcome.status == EMBED and outcome.vector is not None:
+                self.vectors[job.ordinal] = outcome.vector.astype(np.float16)
+                self.embedded += 1
+            elif reused is not None:
+                self.vectors[job.ordinal] = reused
+                self.reused += 1
+            else:
+                self._skip(job, outcome.reason or "not embedded")
+            progress.update()
+
 
 def _write_skipped(path: Path, skipped: list[Skipped]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -236,7 +302,12 @@ async def build_index(
     index_dir: Path,
     embedder: Embedder,
     show_progress: bool = True,
+    ray_address: str | None = None,
+    use_ray: bool = False,
 ) -> BuildReport:
+    """Build and publish an index of `catalog_path` into `index_dir`. With `use_ray`, the
+    images are downloaded, decoded and embedded on a Ray cluster (`ray_address`, or a
+    local Ray instance when None); everything else is the same as a local build."""
     started = time.perf_counter()
     with _build_lock(index_dir):
         remove_stale_temp_builds(index_dir)
@@ -264,8 +335,19 @@ async def build_index(
             build.max_image_bytes,
         )
         with tqdm(total=len(jobs), unit="img", desc="Embedding", disable=not show_progress) as bar:
-            async with ImageFetcher(catalog_path.parent, cache_dir, fetch_settings) as fetcher:
-                await stage.run(jobs, fetcher, bar)
+            if use_ray:
+                await asyncio.to_thread(
+                    stage.run_on_ray,
+                    jobs,
+                    catalog_path.parent,
+                    cache_dir,
+                    fetch_settings,
+                    ray_address,
+                    bar,
+                )
+            else:
+                async with ImageFetcher(catalog_path.parent, cache_dir, fetch_settings) as f:
+                    await stage.run(jobs, f, bar)
 
         products, records, rows = _assemble(per_item, stage, feed.skipped)
         if not rows:
@@ -304,6 +386,7 @@ async def build_index(
         stage.reused,
         skipped,
         time.perf_counter() - started,
+        stage.embedded_on,
     )
 
 

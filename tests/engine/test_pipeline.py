@@ -39,16 +39,23 @@ def demo_rows(count: int = 20) -> list[dict[str, str]]:
     return rows
 
 
+def unreadable_image_rows(template: dict[str, str], folder: Path) -> list[dict[str, str]]:
+    """Rows whose only image is missing (MISSING) or not an image (TEXT)."""
+    (folder / "text.jpg").write_text("not a photo")
+    return [
+        {**template, "product_id": "MISSING", "image": str(folder / "nope.jpg")},
+        {**template, "product_id": "TEXT", "image": str(folder / "text.jpg")},
+    ]
+
+
 async def build(settings, catalog: Path, index_dir: Path, embedder):
     return await build_index(settings, catalog, index_dir, embedder, show_progress=False)
 
 
 async def test_bad_rows_and_images_are_skipped_and_reported(tiny_model_files, embedder, tmp_path):
     rows = demo_rows(6)
-    (tmp_path / "text.jpg").write_text("not a photo")
     rows += [
-        {**rows[0], "product_id": "MISSING", "image": str(tmp_path / "nope.jpg")},
-        {**rows[0], "product_id": "TEXT", "image": str(tmp_path / "text.jpg")},
+        *unreadable_image_rows(rows[0], tmp_path),
         {**rows[0], "product_id": "HALF", "image": f"{tmp_path / 'nope.jpg'}|{rows[1]['image']}"},
         {**rows[0], "product_id": rows[2]["product_id"]},
         {**rows[0], "product_id": "NOURL", "url": "ftp://x"},
