@@ -40,14 +40,15 @@ run-offline: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
-# docs/benchmarks.md + bench/results.json (FAISS and scikit-learn as references).
+# docs/benchmarks.md, docs/scaling.md + bench/results.json (FAISS and scikit-learn as
+# references). Rerun some sections only: make bench BENCH_ARGS="--only ann,startup".
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(PY) -m bench.perf
+	$(PY) -m bench.perf $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(PY) -m bench.perf --quick
+	$(PY) -m bench.perf --quick $(BENCH_ARGS)
 
 # Figures for docs/reliability.md (hostile files, 200 shoppers at once, Bot API faults).
 reliability: $(STAMP)

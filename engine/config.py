@@ -53,7 +53,7 @@ class ModelSettings:
     device: str = "auto"
     threads: int = field(default=0, metadata=_non_negative())
     max_batch: int = field(default=16, metadata=_positive())
-    max_wait_ms: float = field(default=5.0, metadata=_non_negative())
+    max_wait_ms: float = field(default=0.0, metadata=_non_negative())
     max_queue: int = field(default=64, metadata=_positive())
     cache_dir: str = ""
     # "crop": the model's own centre crop; "pad": pad to a square first (keeps hems, collars)

@@ -66,11 +66,38 @@ def test_perf_benchmarks_run_at_tiny_sizes(tmp_path: Path, monkeypatch, tiny_mod
         "ann": [perf.vector_search(2000, 64, 20, scratch)],
         "startup": perf.startup(2000, 64, scratch),
         "filtered": perf.filtered_recall(4000, 64, 5, scratch),
-        "headline": {"query_overhead_ratio": 1.0},
+        "gflops_per_image": {"tiny-random": perf.gflops_per_image("tiny-random")},
+        "cores": 2,
+        "large_photo": perf.large_photo_decode("tiny-random", 1),
     }
+    results["headline"] = perf.headline(results)
     assert results["build"]["images"] == 8
-    assert results["ann"][0]["usearch_f16"]["recall_at_10"] > 0.9
+    assert results["headline"]["ann_recall_at_10_20k"] > 0.9
+    assert results["ann"][0]["usearch_i8"]["sweep"][-1]["recall_at_10"] > 0.9
     assert results["filtered"]["recall_at_10"] > 0.9
     assert all(row["engine_qps"] > 0 for row in results["concurrency"])
     text = perf.render(results)
-    assert "## 6. Filtered search" in text and "usearch_i8" in text
+    assert "## 6. Filtered search" in text and "| usearch_i8 | 192 |" in text
+    assert results["gflops_per_image"]["tiny-random"] > 0
+    assert "## What the speed settings buy" in text and "JPEG draft decoding" in text
+
+    from bench import scaling
+
+    sizing = scaling.render(results)
+    assert "## Where one index per machine ends" in sizing
+    assert "| tiny-random |" in sizing  # build and query throughput derived per architecture
+
+    # The command line: rerun one section into these results; both documents are written.
+    import json
+
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(results))
+    docs = tmp_path / "docs"
+    perf.main(
+        [
+            *("--quick", "--only", "flops", "--architectures", "tiny-random"),
+            *("--json", str(saved), "--out", str(docs / "benchmarks.md")),
+        ]
+    )
+    assert "Sections rerun later" in (docs / "benchmarks.md").read_text()
+    assert (docs / "scaling.md").read_text().startswith("# Scaling and sizing")

@@ -13,6 +13,7 @@ from engine.index import (
     Manifest,
     ModelIdentity,
     finish_build,
+    graph_metric,
     new_build_id,
     publish,
     write_build_files,
@@ -69,8 +70,16 @@ def write_synthetic_index(
     build_id = new_build_id()
     tmp = index_dir / "builds" / f".tmp-{build_id}"
     tmp.mkdir(parents=True)
-    write_build_files(tmp, vectors, products, records, settings or IndexSettings())
+    settings = settings or IndexSettings()
+    write_build_files(tmp, vectors, products, records, settings)
     identity = identity or ModelIdentity("synthetic", "", vectors.shape[1], "0" * 16)
-    manifest = Manifest(build_id, identity, "f16", products=len(products), images=len(records))
+    manifest = Manifest(
+        build_id,
+        identity,
+        settings.dtype,
+        graph_metric(settings.dtype),
+        products=len(products),
+        images=len(records),
+    )
     finish_build(tmp, manifest)
     return publish(index_dir, tmp, build_id)
