@@ -292,7 +292,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     )
 
 
-EXPANSIONS = (32, 64, 96, 128, 192)
+EXPANSIONS = (32, 64, 128, 192, 256, 384)
 TARGET_RECALL = 0.99
 
 

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Dense fp16/bf16 tensor throughput from the vendors' data sheets (TFLOP/s), and the share
@@ -27,7 +29,7 @@ PAGE_CACHE_SHARE = 0.6  # of a machine's RAM left to the graph's pages (model, O
 def _fmt_count(n: float) -> str:
     for unit, size in (("M", 1e6), ("k", 1e3)):
         if n >= size:
-            return f"{n / size:,.1f}{unit}"
+            return f"{n / size:.3g}{unit}"
     return f"{n:,.0f}"
 
 
@@ -66,7 +68,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Search latency stays low while the graph's pages stay in the page cache: plan RAM for",
         f"the graph file (f16: {f16 / 1024:.2f} KB per image) plus the model (about 0.6 GB for ViT-B-16).",
-        "The i8 graph halves that and keeps recall through the f16 re-rank (docs/benchmarks.md).",
+        f"The i8 graph needs {i8 / f16:.0%} of that; re-scoring its candidates on the f16 vectors "
+        "keeps recall close to the f16 graph's (docs/benchmarks.md).",
         "",
         "| images | f16 graph in RAM | i8 graph in RAM | disk (f16) |",
         "| --- | --- | --- | --- |",
@@ -82,7 +85,8 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             f"Measured: `index_builder.py build` over {build['images']:,} clothing-small photos with "
             f"{build['architecture']} embedded **{build['build_images_per_s']:.1f} images/s on {cores} cores** "
-            f"({per_core:.1f} per core), {build['ratio']:.2f} of the bare model's batched throughput "
+            f"({per_core:.1f} per core; more cores scale about linearly, as torch splits each "
+            f"batch over them), {build['ratio']:.2f} of the bare model's batched throughput "
             "(decoding and downloads are hidden behind the model).",
             "",
         ]
@@ -132,12 +136,27 @@ def render(results: dict[str, Any]) -> str:
                         + " | ".join(_duration(s) for s in cells)
                         + " |"
                     )
+    photo = results.get("large_photo")
+    if photo and flops.get("ViT-B-16"):
+        a100 = GPU_TFLOPS["NVIDIA A100"] * 1e12 * ASSUMED_UTILISATION / (flops["ViT-B-16"] * 1e9)
+        lines += [
+            "",
+            f"Decoding is what a GPU waits for: a {photo['pixels']} JPEG costs {photo['draft_ms']:.0f} ms "
+            "of CPU to decode (at reduced scale) and preprocess, so one A100 embedding such photos "
+            f"with ViT-B-16 (about {a100:,.0f}/s, *derived*) needs about "
+            f"{a100 * photo['draft_ms'] / 1000:,.0f} CPU cores of decoding. On GPU nodes `--ray` gives "
+            "every CPU not driving a GPU to download/decode workers; thumbnails of about 512 px "
+            "in the feed cut that cost several times.",
+        ]
     ann_build = top["usearch_f16"]["build_s"]
+    per_core_vectors = top["n"] / ann_build / cores
+    ten_million_32 = 10_000_000 / (per_core_vectors * 32) * (np.log(10_000_000) / np.log(top["n"]))
     lines += [
         "",
         f"The HNSW graph itself: {top['n']:,} vectors took {ann_build:.0f} s on {cores} cores "
-        f"({top['n'] / ann_build / cores:,.0f} vectors/s per core); insertion cost grows about as "
-        "n log n and parallelises over cores. Embedding dominates a first build by far; an "
+        f"({per_core_vectors:,.0f} vectors/s per core). Insertion parallelises over cores and "
+        "costs about n log n, so 10M vectors on a 32-core machine take about "
+        f"{_duration(ten_million_32)} (*derived*). Embedding dominates a first build by far; an "
         "incremental rebuild re-embeds only new or changed photos, then rebuilds the graph.",
         "",
         "## Serving queries",
@@ -179,18 +198,18 @@ def render(results: dict[str, Any]) -> str:
         "atomic publishes, replicas for query load.",
         "- Beyond it, or when one machine's build time for the graph gets too long:",
         "  1. **Shard by category** (dresses, shoes, ...): one index directory per shard, built "
-        "     independently (`index_builder.py build` per feed slice). A query with a category "
-        "     filter goes to its shard; an unfiltered query fans out to all shards and merges the "
-        "     top k by score (cosine scores are comparable across shards built with the same model).",
+        "independently (`index_builder.py build` per feed slice). A query with a category "
+        "filter goes to its shard; an unfiltered query fans out to all shards and merges the "
+        "top k by score (cosine scores are comparable across shards built with the same model).",
         "  2. **A distributed vector database**, e.g. Qdrant (HNSW with int8/f16 quantisation and "
-        "     re-scoring, payload filters, sharding and replication built in). The engine's "
-        "     `VectorIndex` maps onto it one to one: `ann_search(query, count)` -> a top-`count` "
-        "     query with `hnsw_ef = index.expansion_search`; `exact_search(query, count, keys)` -> the "
-        "     same query with `exact=true` and an id filter; `vectors_for(keys)` -> retrieving points "
-        "     with their vectors; `catalog.keys_matching(filters)` -> payload filters (category, "
-        "     price range, in stock) evaluated inside the database instead of key lists; the "
-        "     manifest's model identity -> collection metadata checked at start-up. Ranking "
-        "     (one result per product, MMR, paging) stays in `engine/ranking.py` unchanged.",
+        "re-scoring, payload filters, sharding and replication built in). The engine's "
+        "`VectorIndex` maps onto it one to one: `ann_search(query, count)` -> a top-`count` "
+        "query with `hnsw_ef = index.expansion_search`; `exact_search(query, count, keys)` -> the "
+        "same query with `exact=true` and an id filter; `vectors_for(keys)` -> retrieving points "
+        "with their vectors; `catalog.keys_matching(filters)` -> payload filters (category, "
+        "price range, in stock) evaluated inside the database instead of key lists; the "
+        "manifest's model identity -> collection metadata checked at start-up. Ranking "
+        "(one result per product, MMR, paging) stays in `engine/ranking.py` unchanged.",
         "",
     ]
     return "\n".join(lines)
@@ -205,7 +224,9 @@ def _duration(seconds: float) -> str:
         return f"{seconds / 86_400:.1f} days"
     if seconds >= 3_600:
         return f"{seconds / 3_600:.1f} h"
-    return f"{seconds / 60:.0f} min"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -48,10 +48,17 @@ class MicroBatcher(Generic[In, Out]):
         max_wait_ms: float = 5.0,
         max_queue: int = 64,
         name: str = "model-worker",
+        on_their_way: Callable[[], int] | None = None,
+        companion_wait_ms: float = 0.0,
     ) -> None:
+        """`on_their_way` counts items the caller is still preparing (decoding photos): a
+        batch waits up to `companion_wait_ms` for those, never for items that may not come,
+        so a lone request starts at once and a burst still rides one forward pass."""
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._max_wait_s = max_wait_ms / 1000.0
+        self._on_their_way = on_their_way or (lambda: 0)
+        self._companion_wait_s = companion_wait_ms / 1000.0
         self._queue: queue.Queue[tuple[In, Future[Out]] | None] = queue.Queue(max_queue)
         self.stats = BatchStats()
         self._closed = False
@@ -91,15 +98,22 @@ class MicroBatcher(Generic[In, Out]):
         if first is None:
             return [], True
         batch = [first]
-        deadline = time.monotonic() + self._max_wait_s
+        started = time.monotonic()
+        deadline = started + self._max_wait_s
+        companion_deadline = started + self._companion_wait_s
         while len(batch) < self._max_batch:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0 and now < companion_deadline and self._on_their_way() > 0:
+                remaining = min(0.002, companion_deadline - now)  # re-check who is coming
             try:
                 if remaining > 0:
                     entry = self._queue.get(timeout=remaining)
                 else:  # past the deadline, still take whatever is already waiting
                     entry = self._queue.get_nowait()
             except queue.Empty:
+                if time.monotonic() < companion_deadline and self._on_their_way() > 0:
+                    continue
                 break
             if entry is None:
                 return batch, True

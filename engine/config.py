@@ -54,6 +54,7 @@ class ModelSettings:
     threads: int = field(default=0, metadata=_non_negative())
     max_batch: int = field(default=16, metadata=_positive())
     max_wait_ms: float = field(default=0.0, metadata=_non_negative())
+    companion_wait_ms: float = field(default=25.0, metadata=_non_negative())
     max_queue: int = field(default=64, metadata=_positive())
     cache_dir: str = ""
     # "crop": the model's own centre crop; "pad": pad to a square first (keeps hems, collars)
@@ -74,7 +75,7 @@ class IndexSettings:
     dtype: str = field(default="f16", metadata=_one_of("f16", "i8", "f32"))
     connectivity: int = field(default=16, metadata=_positive())
     expansion_add: int = field(default=128, metadata=_positive())
-    expansion_search: int = field(default=64, metadata=_positive())
+    expansion_search: int = field(default=256, metadata=_positive())
     verify_checksums: bool = True
     watch_interval_s: float = field(default=30.0, metadata=_non_negative())
 
@@ -105,7 +106,8 @@ class BuildSettings:
     cache_dir: str = ""
     keep_builds: int = field(default=1, metadata=_non_negative())
     # `index_builder.py build --ray`: CPUs per model actor on GPU-less nodes, and how many
-    # download/decode workers feed the model actors (0 = one per 8 CPUs of the cluster).
+    # download/decode workers feed the model actors (0 = one per 8 CPUs of a CPU cluster;
+    # with GPUs, every CPU not driving a GPU).
     ray_cpus_per_actor: int = field(default=4, metadata=_positive())
     ray_decode_workers: int = field(default=0, metadata=_non_negative())
 

@@ -111,7 +111,7 @@ def current_build_dir(index_dir: Path) -> Path | None:
 
 def graph_metric(dtype: str) -> str:
     """The graph's distance for our unit-length vectors. For f16/f32, inner product equals
-    cosine and needs one accumulator instead of three: about 1.35x the queries/s at the same
+    cosine and needs one accumulator instead of three: 1.2-1.9x the queries/s at the same
     recall (docs/benchmarks.md). i8 keeps cosine: USearch's i8 cosine renormalises the
     quantised vectors, which recalls better than i8 inner product."""
     return "cos" if dtype == "i8" else "ip"

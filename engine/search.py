@@ -96,11 +96,14 @@ class Engine:
         self._limits = image_limits(settings)
         self._cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-cpu")
         model = settings.model
+        self._photos_being_decoded = 0
         self.batcher: MicroBatcher[_ModelJob, np.ndarray] = MicroBatcher(
             lambda jobs: _run_model_jobs(embedder, jobs),
             max_batch=model.max_batch,
             max_wait_ms=model.max_wait_ms,
             max_queue=model.max_queue,
+            on_their_way=lambda: self._photos_being_decoded,
+            companion_wait_ms=model.companion_wait_ms,
         )
         search = settings.search
         self._ranking = RankingParams(search.overfetch, search.exact_filter_limit)
@@ -144,9 +147,16 @@ class Engine:
         loop = asyncio.get_running_loop()
         image_futures = []
         for data in images:
-            pixels = await loop.run_in_executor(self._cpu_pool, self._preprocess, data)
-            views = [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
-            image_futures += [self.batcher.submit_async(_ModelJob(pixels=v)) for v in views]
+            self._photos_being_decoded += 1  # the batcher waits for these, not for strangers
+            try:
+                pixels = await loop.run_in_executor(self._cpu_pool, self._preprocess, data)
+                views = [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
+                # queued now (not when awaited), before this photo stops counting as on its way
+                image_futures += [
+                    asyncio.wrap_future(self.batcher.submit(_ModelJob(pixels=v))) for v in views
+                ]
+            finally:
+                self._photos_being_decoded -= 1
         text_future = self.batcher.submit_async(_ModelJob(text=text)) if text else None
         vector = np.zeros(self.identity.dim, dtype=np.float32)
         if image_futures:

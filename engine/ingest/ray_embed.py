@@ -154,9 +154,12 @@ def plan_cluster(
     """How many workers of each kind the cluster's resources allow."""
     cpus = max(1, int(resources.get("CPU", 1)))
     gpus = int(resources.get("GPU", 0))
-    decoders = decode_workers or max(1, cpus // 8)
     if gpus:
-        return ClusterPlan(decoders, gpus, 1, 1)
+        # A GPU embeds faster than dozens of cores decode (docs/scaling.md): every CPU not
+        # driving a GPU decodes.
+        return ClusterPlan(decode_workers or max(1, cpus - gpus), gpus, 1, 1)
+    # On CPUs the model is the cost (decoding is a few % of it): most cores go to the model.
+    decoders = decode_workers or max(1, cpus // 8)
     left = max(1, cpus - decoders)
     per_actor = min(cpus_per_actor, left)
     return ClusterPlan(decoders, max(1, left // per_actor), per_actor, 0)

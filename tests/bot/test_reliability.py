@@ -89,8 +89,11 @@ async def test_server_errors_and_timeouts_are_retried_and_answered_once(
 
 
 async def test_a_failing_model_batch_fails_only_its_requests(
-    engine, settings, api, monkeypatch
+    tiny_model_files, demo_index_dir, embedder, api, monkeypatch
 ) -> None:
+    # batches of 2, so that 6 shoppers at once make several batches and one of them fails
+    settings = make_settings(tiny_model_files, demo_index_dir, model={"max_batch": 2})
+    engine = Engine(settings, embedder, open_index(demo_index_dir, model_identity(embedder)))
     bot = await start(engine, settings, api)
     real = engine.embedder.embed_image_tensors
     failures = {"left": 1}
@@ -111,6 +114,7 @@ async def test_a_failing_model_batch_fails_only_its_requests(
         await api.wait_for("sendMediaGroup", result.outcomes["album"] + 1)
     finally:
         await bot.stop()
+        engine.close()
 
 
 async def test_switching_index_under_load_fails_no_query_and_mixes_no_results(

@@ -63,3 +63,32 @@ def test_full_queue_answers_busy_at_once() -> None:
     finally:
         release.set()
         batcher.close()
+
+
+def test_a_batch_waits_for_photos_on_their_way_and_only_for_those() -> None:
+    """A lone request starts at once; one whose companions are being decoded waits for
+    them (up to companion_wait_ms) and shares their forward pass."""
+    for being_decoded, expected_batches in ((1, [2]), (0, [1, 1])):
+        sizes: list[int] = []
+        on_their_way = [being_decoded]
+
+        def run(items, sizes=sizes):
+            sizes.append(len(items))
+            return items
+
+        batcher = MicroBatcher(
+            run,
+            max_batch=8,
+            max_wait_ms=0,
+            on_their_way=lambda on_their_way=on_their_way: on_their_way[0],
+            companion_wait_ms=5_000,
+        )
+        try:
+            first = batcher.submit("first")
+            time.sleep(0.3)  # the companion's photo is still decoding
+            second = batcher.submit("second")
+            on_their_way[0] = 0
+            assert (first.result(10), second.result(10)) == ("first", "second")
+        finally:
+            batcher.close()
+        assert sizes == expected_batches

@@ -71,7 +71,7 @@ async def test_ray_build_matches_the_local_build(local_ray, tiny_model_files, em
 
 
 def test_cluster_plan_gives_each_gpu_a_model_actor() -> None:
-    assert plan_cluster({"CPU": 32, "GPU": 4}, 4, 0) == ClusterPlan(4, 4, 1, 1)
+    assert plan_cluster({"CPU": 32, "GPU": 4}, 4, 0) == ClusterPlan(28, 4, 1, 1)
     assert plan_cluster({"CPU": 2}, 4, 0) == ClusterPlan(1, 1, 1, 0)
     assert plan_cluster({"CPU": 64}, 4, 0) == ClusterPlan(8, 14, 4, 0)
     assert plan_cluster({"CPU": 16}, 8, 2) == ClusterPlan(2, 1, 8, 0)
