@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps
 
 from engine.config import ModelSettings
+from engine.images import ImageLimits, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,12 @@ class ImagePreprocessor:
 
     transform: Callable[[Image.Image], torch.Tensor]
     pad_to_square: bool = False
+    image_size: int = 224
+
+    def from_bytes(self, data: bytes, limits: ImageLimits) -> torch.Tensor:
+        """Safely decode photo bytes (JPEGs at reduced scale when big) into model input;
+        raises an ImageError for anything unusable."""
+        return self(decode_image(data, limits, draft_size=self.image_size))
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if self.pad_to_square and image.width != image.height:
@@ -174,7 +181,7 @@ class Embedder:
 
     @property
     def image_preprocessor(self) -> ImagePreprocessor:
-        return ImagePreprocessor(self.preprocess, self.pad_to_square)
+        return ImagePreprocessor(self.preprocess, self.pad_to_square, self.image_size)
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         return self.image_preprocessor(image)

@@ -20,7 +20,7 @@ import torch
 from engine.batcher import MicroBatcher
 from engine.config import Settings
 from engine.embedder import Embedder, load_embedder
-from engine.images import ImageLimits, decode_image
+from engine.images import ImageLimits
 from engine.index import (
     IndexLoadError,
     ModelIdentity,
@@ -136,8 +136,7 @@ class Engine:
         return self._index.catalog.categories()
 
     def _preprocess(self, data: bytes) -> torch.Tensor:
-        image = decode_image(data, self._limits, draft_size=self.embedder.image_size)
-        return self.embedder.preprocess_image(image)
+        return self.embedder.image_preprocessor.from_bytes(data, self._limits)
 
     async def embed_query(self, images: Sequence[bytes], text: str | None) -> np.ndarray:
         """The query vector for photos (several are averaged: an album is one look), a

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from engine.catalog import ImageRecord
 from engine.config import Settings
 from engine.embedder import Embedder
-from engine.images import ImageError, decode_image
+from engine.images import ImageError
 from engine.index import (
     BUILDS_DIR,
     SKIPPED_FILE,
@@ -146,8 +146,7 @@ class _Embedding:
         self.embedded_on = "this machine"
 
     def _decode(self, data: bytes) -> torch.Tensor:
-        image = decode_image(data, self.limits, draft_size=self.embedder.image_size)
-        return self.embedder.preprocess_image(image)
+        return self.embedder.image_preprocessor.from_bytes(data, self.limits)
 
     def _skip(self, job: _ImageJob, reason: str) -> None:
         product_id = job.item.product.product_id
@@ -249,7 +248,6 @@ class _Embedding:
             fetch,
             self.limits,
             self.embedder.image_preprocessor,
-            self.embedder.image_size,
             frozenset(self.reuse.rows_by_digest),
         )
         by_ordinal = {job.ordinal: job for job in jobs}

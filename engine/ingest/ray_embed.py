@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.config import ModelSettings
 from engine.embedder import ImagePreprocessor, load_embedder
-from engine.images import ImageError, ImageLimits, decode_image
+from engine.images import ImageError, ImageLimits
 from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,6 @@ class DecodeContext:
     fetch: FetchSettings
     limits: ImageLimits
     preprocessor: ImagePreprocessor
-    image_size: int
     known_digests: frozenset[str]
 
 
@@ -93,8 +92,8 @@ class FetchAndDecode:
         if digest in self.context.known_digests:
             return REUSED, digest, fetched.local_path, "", b""
         try:
-            image = decode_image(fetched.data, self.context.limits, self.context.image_size)
-            pixels = self.context.preprocessor(image).numpy().astype(np.float32)
+            pixels = self.context.preprocessor.from_bytes(fetched.data, self.context.limits)
+            pixels = pixels.numpy().astype(np.float32)
         except ImageError as exc:
             return SKIPPED, digest, fetched.local_path, str(exc), b""
         except Exception as exc:  # one bad image never stops a build
@@ -220,7 +219,7 @@ def embed_on_ray(
             fn_constructor_kwargs={
                 "model": model,
                 "base_dir": model_base_dir,
-                "image_size": context.image_size,
+                "image_size": context.preprocessor.image_size,
             },
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=plan.model_actors),
