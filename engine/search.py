@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from PIL import Image
 
 from engine.batcher import MicroBatcher
 from engine.config import Settings
@@ -135,8 +136,10 @@ class Engine:
     def categories(self) -> list[str]:
         return self._index.catalog.categories()
 
-    def _preprocess(self, data: bytes) -> torch.Tensor:
-        return self.embedder.image_preprocessor.from_bytes(data, self._limits)
+    def _model_views(self, data: bytes) -> list[torch.Tensor]:
+        """The photo's pixels for the model (and its mirror image with flip_augment)."""
+        pixels = self.embedder.image_preprocessor.from_bytes(data, self._limits)
+        return [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
 
     async def embed_query(self, images: Sequence[bytes], text: str | None) -> np.ndarray:
         """The query vector for photos (several are averaged: an album is one look), a
@@ -148,8 +151,7 @@ class Engine:
         for data in images:
             self._photos_being_decoded += 1  # the batcher waits for these, not for strangers
             try:
-                pixels = await loop.run_in_executor(self._cpu_pool, self._preprocess, data)
-                views = [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
+                views = await loop.run_in_executor(self._cpu_pool, self._model_views, data)
                 # queued now (not when awaited), before this photo stops counting as on its way
                 image_futures += [
                     asyncio.wrap_future(self.batcher.submit(_ModelJob(pixels=v))) for v in views
@@ -169,7 +171,8 @@ class Engine:
         """One image and one text through the worker, so the first shopper does not pay
         for lazy initialisation; sets `warm`."""
         size = self.embedder.image_size
-        await self.batcher.submit_async(_ModelJob(pixels=torch.zeros(3, size, size)))
+        blank = self.embedder.preprocess_image(Image.new("RGB", (size, size), "white"))
+        await self.batcher.submit_async(_ModelJob(pixels=blank))
         await self.batcher.submit_async(_ModelJob(text="a photo of a garment"))
         self.warm = True
 

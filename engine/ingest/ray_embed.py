@@ -92,8 +92,7 @@ class FetchAndDecode:
         if digest in self.context.known_digests:
             return REUSED, digest, fetched.local_path, "", b""
         try:
-            pixels = self.context.preprocessor.from_bytes(fetched.data, self.context.limits)
-            pixels = pixels.numpy().astype(np.float32)
+            pixels = self.context.preprocessor.from_bytes(fetched.data, self.context.limits).numpy()
         except ImageError as exc:
             return SKIPPED, digest, fetched.local_path, str(exc), b""
         except Exception as exc:  # one bad image never stops a build
@@ -104,9 +103,12 @@ class FetchAndDecode:
 class EmbedOnActor:
     """Ray Data callable class holding the model: embeds the rows marked EMBED."""
 
-    def __init__(self, model: ModelSettings, base_dir: Path | None, image_size: int) -> None:
+    def __init__(
+        self, model: ModelSettings, base_dir: Path | None, image_size: int, uint8_pixels: bool
+    ) -> None:
         self.embedder = load_embedder(model, base_dir)
         self.shape = (3, image_size, image_size)
+        self.pixel_dtype = np.uint8 if uint8_pixels else np.float32
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -117,7 +119,9 @@ class EmbedOnActor:
             pixels = torch.stack(
                 [
                     torch.from_numpy(
-                        np.frombuffer(batch["pixels"][i], dtype=np.float32).reshape(self.shape)
+                        np.frombuffer(batch["pixels"][i], dtype=self.pixel_dtype).reshape(
+                            self.shape
+                        )
                     )
                     for i in todo
                 ]
@@ -220,6 +224,7 @@ def embed_on_ray(
                 "model": model,
                 "base_dir": model_base_dir,
                 "image_size": context.preprocessor.image_size,
+                "uint8_pixels": context.preprocessor.yields_uint8,
             },
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=plan.model_actors),

@@ -90,3 +90,36 @@ def test_config_file_copied_elsewhere_registers_by_its_name(tiny_model_files, tm
     shutil.copy(config, renamed)
     loaded = load_embedder(ModelSettings(name=str(renamed), pretrained=str(checkpoint)))
     assert loaded.spec.open_clip_name == "shop-model"
+
+
+def test_decode_threads_get_uint8_and_the_model_sees_open_clips_exact_input(embedder) -> None:
+    """Decode workers stop at uint8 pixels (no torch arithmetic off the model's thread);
+    scaling on the model's thread reproduces open_clip's own transform bit for bit."""
+    from PIL import Image
+
+    photo = Image.open(DEMO_IMAGES / "dress-1.jpg").convert("RGB")
+    pixels = embedder.preprocess_image(photo)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 64, 64)
+    assert torch.equal(embedder.model_input([pixels])[0], embedder.preprocess(photo))
+    assert np.array_equal(
+        embedder.embed_image_tensors([pixels]),
+        embedder.embed_image_tensors(embedder.preprocess(photo).unsqueeze(0)),
+    )
+
+
+def test_a_transform_of_another_shape_runs_whole_in_the_decode_threads(embedder) -> None:
+    from PIL import Image
+
+    from engine.embedder import Embedder
+
+    def custom(image: Image.Image) -> torch.Tensor:  # not Compose(..., ToTensor, Normalize)
+        return embedder.preprocess(image)
+
+    other = Embedder(embedder.model, custom, embedder.tokenizer, embedder.spec, embedder.device)
+    assert other.pixel_scale is None
+    photo = Image.open(DEMO_IMAGES / "dress-1.jpg").convert("RGB")
+    pixels = other.preprocess_image(photo)
+    assert pixels.dtype == torch.float32
+    assert np.allclose(other.embed_image_tensors([pixels]), embedder.embed_images([photo]))
+    with pytest.raises(ValueError, match="uint8"):
+        other.model_input(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
