@@ -93,11 +93,30 @@ def engine_over(embedder: Embedder, index_dir: Path) -> Engine:
     return Engine(settings, embedder, open_index(index_dir, verify=False))
 
 
-def synthetic_index(scratch: Path, size: int, dim: int = 512) -> Path:
-    """One published synthetic index per size, shared by the sections (a 1M build is long)."""
+def clip_like(count: int, catalog_size: int, dim: int, seed: int) -> np.ndarray:
+    """Catalog (seed 3) and query vectors from one distribution per catalog size."""
+    return clip_like_vectors(count, dim=dim, clusters=max(50, catalog_size // 500), seed=seed)
+
+
+CATALOG_SEED = 3
+
+
+def synthetic_index(
+    scratch: Path,
+    size: int,
+    dim: int = 512,
+    graph: Path | None = None,
+    vectors: np.ndarray | None = None,
+) -> Path:
+    """One published synthetic index per size, built with config.toml's index settings and
+    shared by the sections; `graph` reuses the vector-search section's graph over the same
+    vectors (a 1M graph is the longest step of the run)."""
     index_dir = scratch / f"synthetic-{size}-{dim}"
     if not (index_dir / "CURRENT").is_file():
-        write_synthetic_index(index_dir, clip_like_vectors(size, dim=dim, seed=1))
+        settings = load_settings(DEFAULT_CONFIG_PATH, environ={}).index
+        if vectors is None:
+            vectors = clip_like(size, size, dim, CATALOG_SEED)
+        write_synthetic_index(index_dir, vectors, settings=settings, graph=graph)
     return index_dir
 
 
@@ -305,7 +324,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     )
 
 
-EXPANSIONS = (32, 64, 128, 192, 256, 384)
+EXPANSIONS = (32, 64, 96, 128, 160, 192, 256, 384)
 TARGET_RECALL = 0.99
 
 
@@ -321,10 +340,10 @@ def vector_search(n: int, dim: int, queries: int, scratch: Path) -> dict[str, An
     defaults = load_settings(DEFAULT_CONFIG_PATH, environ={})
     connectivity, expansion_add = defaults.index.connectivity, defaults.index.expansion_add
     candidates = defaults.search.overfetch * 10
-    vectors = clip_like_vectors(n, dim=dim, clusters=max(50, n // 500), seed=3)
+    vectors = clip_like(n, n, dim, CATALOG_SEED)
     half = vectors.astype(np.float16)
     as32 = half.astype(np.float32)
-    probe = clip_like_vectors(queries, dim=dim, clusters=max(50, n // 500), seed=4)
+    probe = clip_like(queries, n, dim, seed=4)
     truth = exact_top(half, probe, 10)
     results: dict[str, Any] = {
         "n": n,
@@ -366,6 +385,8 @@ def vector_search(n: int, dim: int, queries: int, scratch: Path) -> dict[str, An
         build_s = time.perf_counter() - started
         path = scratch / f"ann-{dtype}.usearch"
         index.save(str(path))
+        if dtype == defaults.index.dtype:  # the engine's own graph: later sections serve it
+            synthetic_index(scratch, n, dim, graph=path, vectors=half)
 
         def set_expansion(value: int, index: Index = index) -> None:
             index.expansion_search = value
@@ -485,7 +506,7 @@ def startup(n: int, dim: int, scratch: Path) -> dict[str, Any]:
 
     index_dir = synthetic_index(scratch, n, dim)
     path = next((index_dir / "builds").glob("*/ann.usearch"))
-    query = clip_like_vectors(1, dim=dim, seed=6)[0]
+    query = clip_like(1, n, dim, seed=6)[0]
     out: dict[str, Any] = {"n": n, "file_mib": path.stat().st_size / 2**20}
     catalog = next((index_dir / "builds").glob("*/catalog.sqlite"))
     out["catalog_bytes_per_image"] = catalog.stat().st_size / n
@@ -519,7 +540,7 @@ def filtered_recall(n: int, dim: int, queries: int, scratch: Path) -> dict[str, 
     index = open_index(synthetic_index(scratch, n, dim), verify=False)
     filters = Filters(category="shoes", in_stock_only=True, max_price=26.0)
     allowed = index.catalog.keys_matching(filters)
-    probe = clip_like_vectors(queries, dim=dim, seed=8)
+    probe = clip_like(queries, n, dim, seed=8)
     overlaps = []
     for q in probe:
         ann = rank(index, q, filters, 10, 0.0, RankingParams(4, 0))
@@ -601,6 +622,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scratch = Path(scratch_name)
         if "flops" in wanted:
             results["gflops_per_image"] = {a: gflops_per_image(a) for a in architectures}
+        if "ann" in wanted:
+            results["ann"] = [
+                vector_search(n, 512, 50 if quick else 500, scratch) for n in (medium, big)
+            ]
         if "query" in wanted:
             results["query"] = [
                 query_overhead(a, size, 5 if quick else 15, scratch)
@@ -619,10 +644,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         if "build" in wanted and DATASET.is_dir():
             results["build"] = build_throughput(architectures[0], 96 if quick else 3410, scratch)
-        if "ann" in wanted:
-            results["ann"] = [
-                vector_search(n, 512, 50 if quick else 500, scratch) for n in (medium, big)
-            ]
         if "startup" in wanted:
             results["startup"] = startup(big, 512, scratch)
         if "filtered" in wanted:

@@ -73,8 +73,8 @@ class ImageSettings:
 class IndexSettings:
     dir: str = "data/index"
     dtype: str = field(default="f16", metadata=_one_of("f16", "i8", "f32"))
-    connectivity: int = field(default=16, metadata=_positive())
-    expansion_add: int = field(default=128, metadata=_positive())
+    connectivity: int = field(default=18, metadata=_positive())
+    expansion_add: int = field(default=256, metadata=_positive())
     expansion_search: int = field(default=256, metadata=_positive())
     verify_checksums: bool = True
     watch_interval_s: float = field(default=30.0, metadata=_non_negative())

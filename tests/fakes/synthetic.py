@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from engine.catalog import ImageRecord
+from engine.catalog import CatalogWriter, ImageRecord
 from engine.config import IndexSettings
 from engine.index import (
+    ANN_FILE,
+    CATALOG_FILE,
+    VECTORS_FILE,
     Manifest,
     ModelIdentity,
     finish_build,
@@ -51,8 +55,11 @@ def write_synthetic_index(
     vectors: np.ndarray,
     identity: ModelIdentity | None = None,
     settings: IndexSettings | None = None,
+    graph: Path | None = None,
 ) -> Path:
-    """Publish an index whose image i belongs to product P<i>, category CATEGORIES[i % 8]."""
+    """Publish an index whose image i belongs to product P<i>, category CATEGORIES[i % 8].
+    `graph`: a USearch graph already built over exactly `vectors` with `settings` (a 1M
+    graph takes half an hour on 2 cores), copied instead of built again."""
     products = [
         Product(
             product_id=f"P{i}",
@@ -71,7 +78,15 @@ def write_synthetic_index(
     tmp = index_dir / "builds" / f".tmp-{build_id}"
     tmp.mkdir(parents=True)
     settings = settings or IndexSettings()
-    write_build_files(tmp, vectors, products, records, settings)
+    if graph is None:
+        write_build_files(tmp, vectors, products, records, settings)
+    else:
+        np.save(tmp / VECTORS_FILE, np.ascontiguousarray(vectors, dtype=np.float16))
+        shutil.copyfile(graph, tmp / ANN_FILE)
+        writer = CatalogWriter(tmp / CATALOG_FILE)
+        writer.add_products(products)
+        writer.add_images(records)
+        writer.close()
     identity = identity or ModelIdentity("synthetic", "", vectors.shape[1], "0" * 16)
     manifest = Manifest(
         build_id,
