@@ -120,6 +120,12 @@ def synthetic_index(
     return index_dir
 
 
+def bare_model_input(embedder: Embedder, photo: bytes) -> torch.Tensor:
+    """The photo as a batch of one, preprocessed and scaled: all the bare model is given."""
+    pixels = embedder.preprocess_image(Image.open(io.BytesIO(photo)).convert("RGB"))
+    return embedder.model_input(pixels.unsqueeze(0))
+
+
 # torch keeps an OpenMP thread team per calling thread, and the same forward pass measured
 # 113-150 ms depending on the thread that ran it. The engine runs the model on its own
 # worker thread; the bare reference gets one too, so both sides pay the same.
@@ -136,9 +142,7 @@ def query_overhead(
     embedder = random_embedder(architecture)
     engine = engine_over(embedder, synthetic_index(scratch, catalog_size, embedder.dim))
     photo = PHOTO.read_bytes()
-    tensor = embedder.model_input(
-        embedder.preprocess_image(Image.open(io.BytesIO(photo)).convert("RGB")).unsqueeze(0)
-    )
+    tensor = bare_model_input(embedder, photo)
 
     @on_bare_thread
     def bare() -> None:
@@ -207,9 +211,7 @@ def concurrency(
     embedder = random_embedder(architecture)
     engine = engine_over(embedder, synthetic_index(scratch, 10_000, embedder.dim))
     photo = PHOTO.read_bytes()
-    tensor = embedder.model_input(
-        embedder.preprocess_image(Image.open(io.BytesIO(photo)).convert("RGB")).unsqueeze(0)
-    )[0]
+    tensor = bare_model_input(embedder, photo)[0]
     max_batch = engine.settings.model.max_batch
     rows = []
     loop = asyncio.new_event_loop()

@@ -223,9 +223,12 @@ class Embedder:
         self.spec = spec
         self.device = device
         self._lock = threading.Lock()
-        self._pil_stages, self.pixel_scale = split_model_transform(preprocess)
+        pil_stages, self.pixel_scale = split_model_transform(preprocess)
         image_size = getattr(model.visual, "image_size", 224)
         self.image_size = int(image_size[0] if isinstance(image_size, tuple) else image_size)
+        self.image_preprocessor = ImagePreprocessor(
+            pil_stages, pad_to_square, self.image_size, self.pixel_scale is not None
+        )
         with torch.inference_mode():
             probe = torch.zeros(1, 3, self.image_size, self.image_size, device=device)
             self.dim = int(model.encode_image(probe).shape[-1])
@@ -234,12 +237,6 @@ class Embedder:
     @property
     def preprocessing(self) -> str:
         return "pad" if self.pad_to_square else "crop"
-
-    @property
-    def image_preprocessor(self) -> ImagePreprocessor:
-        return ImagePreprocessor(
-            self._pil_stages, self.pad_to_square, self.image_size, self.pixel_scale is not None
-        )
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         return self.image_preprocessor(image)

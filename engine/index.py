@@ -138,13 +138,22 @@ def write_build_files(
     products: Iterable[Product],
     records: Iterable[ImageRecord],
     settings: IndexSettings,
+    graph: Path | None = None,
 ) -> None:
-    """Vectors (f16, row = key), the ANN graph over them, and the catalog."""
+    """Vectors (f16, row = key), the ANN graph over them, and the catalog. `graph`: one
+    already built over exactly these vectors with `settings`, copied instead of rebuilt."""
     half = np.ascontiguousarray(vectors, dtype=np.float16)
     np.save(build_dir / VECTORS_FILE, half)
-    write_ann(
-        half, build_dir / ANN_FILE, settings.dtype, settings.connectivity, settings.expansion_add
-    )
+    if graph is not None:
+        shutil.copyfile(graph, build_dir / ANN_FILE)
+    else:
+        write_ann(
+            half,
+            build_dir / ANN_FILE,
+            settings.dtype,
+            settings.connectivity,
+            settings.expansion_add,
+        )
     writer = CatalogWriter(build_dir / CATALOG_FILE)
     writer.add_products(products)
     writer.add_images(records)

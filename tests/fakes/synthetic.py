@@ -3,17 +3,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from engine.catalog import CatalogWriter, ImageRecord
+from engine.catalog import ImageRecord
 from engine.config import IndexSettings
 from engine.index import (
-    ANN_FILE,
-    CATALOG_FILE,
-    VECTORS_FILE,
     Manifest,
     ModelIdentity,
     finish_build,
@@ -78,15 +74,7 @@ def write_synthetic_index(
     tmp = index_dir / "builds" / f".tmp-{build_id}"
     tmp.mkdir(parents=True)
     settings = settings or IndexSettings()
-    if graph is None:
-        write_build_files(tmp, vectors, products, records, settings)
-    else:
-        np.save(tmp / VECTORS_FILE, np.ascontiguousarray(vectors, dtype=np.float16))
-        shutil.copyfile(graph, tmp / ANN_FILE)
-        writer = CatalogWriter(tmp / CATALOG_FILE)
-        writer.add_products(products)
-        writer.add_images(records)
-        writer.close()
+    write_build_files(tmp, vectors, products, records, settings, graph)
     identity = identity or ModelIdentity("synthetic", "", vectors.shape[1], "0" * 16)
     manifest = Manifest(
         build_id,
