@@ -72,10 +72,10 @@ class ImageSettings:
 @dataclass(frozen=True)
 class IndexSettings:
     dir: str = "data/index"
-    dtype: str = field(default="f16", metadata=_one_of("f16", "i8", "f32"))
+    dtype: str = field(default="i8", metadata=_one_of("i8", "f16", "f32"))
     connectivity: int = field(default=18, metadata=_positive())
     expansion_add: int = field(default=256, metadata=_positive())
-    expansion_search: int = field(default=256, metadata=_positive())
+    expansion_search: int = field(default=192, metadata=_positive())
     verify_checksums: bool = True
     watch_interval_s: float = field(default=30.0, metadata=_non_negative())
 

@@ -101,3 +101,23 @@ def test_perf_benchmarks_run_at_tiny_sizes(tmp_path: Path, monkeypatch, tiny_mod
     )
     assert "Sections rerun later" in (docs / "benchmarks.md").read_text()
     assert (docs / "scaling.md").read_text().startswith("# Scaling and sizing")
+
+
+def test_the_faiss_comparison_alternates_rounds_and_reports_their_median() -> None:
+    """FAISS is a benchmark extra (not in the test environment): the head-to-head and its
+    sentence run here on two plain searches."""
+    import numpy as np
+
+    from bench import perf
+
+    calls: list[str] = []
+    duel = perf.head_to_head(
+        lambda q: calls.append("ours"), lambda q: calls.append("theirs"), np.zeros((3, 4)), 4
+    )
+    firsts = [calls[i] for i in range(0, len(calls), 3)][::2]  # who went first each round
+    assert firsts == ["ours", "theirs", "ours", "theirs"] and len(calls) == 24
+    assert duel["rounds"] == 4 and len(duel["ratios"]) == 4
+    assert duel["ratio"] == float(np.median(duel["ratios"]))
+    row = {"expansion": 64, "recall_at_10": 0.991, "qps": 1.0}
+    summary = {"usearch_at_target": row, "faiss_at_target": row, "head_to_head": duel}
+    assert "4 alternating rounds" in perf.equal_recall_sentence(summary, "i8")

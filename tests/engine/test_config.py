@@ -10,7 +10,7 @@ from engine.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 def test_defaults_come_from_config_toml() -> None:
     settings = load_settings(DEFAULT_CONFIG_PATH, environ={})
     assert settings.model.name == "marqo-fashionclip"
-    assert settings.index.dtype == "f16"
+    assert settings.index.dtype == "i8"
     assert settings.http.port == 8080
     assert settings.telegram.base_url.startswith("https://")
 
