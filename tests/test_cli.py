@@ -92,7 +92,7 @@ def test_info_prints_the_manifest(cli_index: Path, capsys) -> None:
     assert index_builder.main(["info", "--index", str(cli_index)]) == 0
     out = capsys.readouterr().out
     manifest = json.loads(out[out.index("{") :])
-    assert manifest["products"] == 60 and manifest["dtype"] == "f16"
+    assert manifest["products"] == 60 and manifest["dtype"] == "i8"
     assert manifest["model"]["dim"] == 64 and manifest["format_version"] == 1
 
 
