@@ -38,6 +38,9 @@ def render(results: dict[str, Any]) -> str:
     dim = top["dim"]
     f16 = top["usearch_f16"]["bytes_per_vector"]
     i8 = top["usearch_i8"]["bytes_per_vector"]
+    served = top["summary"].get("served", "usearch_f16")  # runs before i8 became the default
+    default = served.removeprefix("usearch_")
+    graph = top[served]["bytes_per_vector"]
     vectors = dim * 2
     catalog = results["startup"].get("catalog_bytes_per_image", 0.0)
     build = results.get("build")
@@ -59,7 +62,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"From the {top['n']:,} x {dim} index of the benchmark.",
         "",
-        "| part | f16 graph (default) | i8 graph | where it lives |",
+        f"| part | f16 graph{' (default)' * (default == 'f16')} | i8 graph{' (default)' * (default == 'i8')} | where it lives |",
         "| --- | --- | --- | --- |",
         f"| `ann.usearch` (vectors + HNSW links) | {f16:,.0f} B | {i8:,.0f} B | memory-mapped; hot pages in RAM |",
         f"| `vectors.npy` (f16 embeddings) | {vectors:,} B | {vectors:,} B | memory-mapped; read for re-ranking, MMR and rebuilds |",
@@ -67,9 +70,10 @@ def render(results: dict[str, Any]) -> str:
         f"| **on disk** | **{f16 + vectors + catalog:,.0f} B** | **{i8 + vectors + catalog:,.0f} B** | |",
         "",
         "Search latency stays low while the graph's pages stay in the page cache: plan RAM for",
-        f"the graph file (f16: {f16 / 1024:.2f} KB per image) plus the model (about 0.6 GB for ViT-B-16).",
-        f"The i8 graph needs {i8 / f16:.0%} of that; re-scoring its candidates on the f16 vectors "
-        "keeps recall close to the f16 graph's (docs/benchmarks.md).",
+        f"the graph file ({default}, the default: {graph / 1024:.2f} KB per image) plus the model "
+        "(about 0.6 GB for ViT-B-16), and the f16 vectors of the candidates it re-scores.",
+        f"An i8 graph needs {i8 / f16:.0%} of an f16 graph's bytes; re-scoring its candidates on the "
+        "f16 vectors keeps its recall level with the f16 graph's (docs/benchmarks.md).",
         "",
         "| images | f16 graph in RAM | i8 graph in RAM | disk (f16) |",
         "| --- | --- | --- | --- |",
@@ -148,12 +152,12 @@ def render(results: dict[str, Any]) -> str:
             "every CPU not driving a GPU to download/decode workers; thumbnails of about 512 px "
             "in the feed cut that cost several times.",
         ]
-    ann_build = top["usearch_f16"]["build_s"]
+    ann_build = top[served]["build_s"]
     per_core_vectors = top["n"] / ann_build / cores
     ten_million_32 = 10_000_000 / (per_core_vectors * 32) * (np.log(10_000_000) / np.log(top["n"]))
     lines += [
         "",
-        f"The HNSW graph itself: {top['n']:,} vectors took {ann_build:.0f} s on {cores} cores "
+        f"The HNSW graph itself ({default}): {top['n']:,} vectors took {ann_build:.0f} s on {cores} cores "
         f"({per_core_vectors:,.0f} vectors/s per core). Insertion parallelises over cores and "
         "costs about n log n, so 10M vectors on a 32-core machine take about "
         f"{_duration(ten_million_32)} (*derived*). Embedding dominates a first build by far; an "
@@ -188,10 +192,10 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     for ram in (64, 256):
-        images = ram * 2**30 * PAGE_CACHE_SHARE / f16
+        images = ram * 2**30 * PAGE_CACHE_SHARE / graph
         lines.append(
-            f"- A {ram} GiB server keeps the f16 graph of about **{_fmt_count(images)} images** in RAM "
-            f"({PAGE_CACHE_SHARE:.0%} of it for the graph; twice as many with the i8 graph)."
+            f"- A {ram} GiB server keeps the {default} graph of about **{_fmt_count(images)} images** "
+            f"in RAM ({PAGE_CACHE_SHARE:.0%} of it for the graph)."
         )
     lines += [
         "- Below that, one index per machine is the simplest and fastest design: no network hop, "
