@@ -372,6 +372,12 @@ def vector_search(n: int, dim: int, queries: int, scratch: Path) -> dict[str, An
             rows.append({"expansion": expansion, **single_query_stats(search_one)})
         return rows
 
+    def engine_top10(index: Index, dtype: str) -> Callable[[np.ndarray], np.ndarray]:
+        """What VectorIndex.ann_search does when a page of 10 is asked for; f16 scores are
+        exact, so a longer list would not change its top 10."""
+        count = 10 if dtype == "f16" else candidates
+        return lambda q: search_graph(index, half, dtype, q, count)[0][:10]
+
     graph_files: dict[str, Path] = {}
     faiss_search: Callable[[np.ndarray], np.ndarray] | None = None
     for dtype in ("f16", "i8"):
@@ -393,19 +399,11 @@ def vector_search(n: int, dim: int, queries: int, scratch: Path) -> dict[str, An
         def set_expansion(value: int, index: Index = index) -> None:
             index.expansion_search = value
 
-        # what VectorIndex.ann_search does when a page of 10 is asked for; f16 scores are
-        # exact, so a longer list would not change its top 10
-        count = 10 if dtype == "f16" else candidates
-
-        def search_one(
-            q: np.ndarray, index: Index = index, dtype: str = dtype, count: int = count
-        ) -> np.ndarray:
-            return search_graph(index, half, dtype, q, count)[0][:10]
-
-        rows = sweep(set_expansion, search_one)
+        rows = sweep(set_expansion, engine_top10(index, dtype))
         index.expansion_search = defaults.index.expansion_search
+        as_graph_compares = np.stack([graph_query(q, dtype) for q in probe])
         started = time.perf_counter()
-        index.search(graph_query(probe, dtype), 10)  # the graph alone, all cores
+        index.search(as_graph_compares, 10)  # the graph alone, all cores
         batched_qps = len(probe) / (time.perf_counter() - started)
         results[f"usearch_{dtype}"] = {
             "sweep": rows,
@@ -505,11 +503,7 @@ def vector_search(n: int, dim: int, queries: int, scratch: Path) -> dict[str, An
         served_graph = Index.restore(str(graph_files[defaults.index.dtype]), view=True)
         served_graph.expansion_search = ours["expansion"]
         graph.hnsw.efSearch = theirs["expansion"]
-        count = 10 if defaults.index.dtype == "f16" else candidates
-
-        def served_search(q: np.ndarray) -> np.ndarray:
-            return search_graph(served_graph, half, defaults.index.dtype, q, count)[0][:10]
-
+        served_search = engine_top10(served_graph, defaults.index.dtype)
         duel = head_to_head(served_search, faiss_search, probe, rounds=7)
         results["summary"]["head_to_head"] = duel
         results["summary"]["qps_ratio_vs_faiss_at_target"] = duel["ratio"]
@@ -841,7 +835,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{ip['qps']:.0f} q/s (**{ip['qps'] / cos['qps']:.2f}x**).",
             ]
         ours, theirs = summary["usearch_at_target"], summary["faiss_at_target"]
-        served_dtype = summary.get("served", "usearch_f16").removeprefix("usearch_")
+        served_dtype = summary["served"].removeprefix("usearch_")
         lines += [
             "",
             f"As served ({served_dtype}), at the default expansion_search {summary['default_expansion']}: recall@10 **{summary['recall_at_10']:.4f}**, "
@@ -890,12 +884,7 @@ def equal_recall_sentence(summary: dict[str, Any], served_dtype: str) -> str:
         f"at expansion {ours['expansion']} (recall {ours['recall_at_10']:.4f}), FAISS HNSW at efSearch "
         f"{theirs['expansion']} (recall {theirs['recall_at_10']:.4f})"
     )
-    duel = summary.get("head_to_head")
-    if duel is None:  # results of runs before the head-to-head
-        return (
-            f"{where}: {ours['qps']:.0f} vs {theirs['qps']:.0f} q/s, "
-            f"ratio **{summary['qps_ratio_vs_faiss_at_target']:.2f}**."
-        )
+    duel = summary["head_to_head"]
     return (
         f"{where}, measured head to head in {duel['rounds']} alternating rounds of the same queries: "
         f"median {duel['ours_qps']:.0f} vs {duel['theirs_qps']:.0f} q/s, ratio **{duel['ratio']:.2f}** "
@@ -910,7 +899,7 @@ def settings_section(results: dict[str, Any]) -> list[str]:
     lone = results["concurrency"][0]
     most = results["concurrency"][-1]
     burst = next((r for r in results["concurrency"] if r["concurrent"] == 16), None)
-    served = summary.get("served", "usearch_f16")
+    served = summary["served"]
     f16, i8 = ann["usearch_f16"], ann["usearch_i8"]
     sweep = {r["expansion"]: r for r in ann[served]["sweep"]}
 

@@ -38,7 +38,7 @@ def render(results: dict[str, Any]) -> str:
     dim = top["dim"]
     f16 = top["usearch_f16"]["bytes_per_vector"]
     i8 = top["usearch_i8"]["bytes_per_vector"]
-    served = top["summary"].get("served", "usearch_f16")  # runs before i8 became the default
+    served = top["summary"]["served"]
     default = served.removeprefix("usearch_")
     graph = top[served]["bytes_per_vector"]
     vectors = dim * 2

@@ -121,7 +121,7 @@ def graph_metric(dtype: str) -> str:
 I8_LEVELS = 127
 
 
-def to_int8(vectors: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
+def to_int8(vectors: np.ndarray, scale: float) -> np.ndarray:
     # the largest component lands on 127 exactly, so rounding never leaves int8's range
     return np.rint(np.asarray(vectors, dtype=np.float32) * scale).astype(np.int8)
 
@@ -140,16 +140,13 @@ def graph_vectors(vectors: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def graph_query(query: np.ndarray, dtype: str) -> np.ndarray:
-    """The query (or a batch, one per row) as the graph compares it. An i8 query gets its
-    own scale: multiplying a query by a positive number changes no ranking, and its own
-    largest component at 127 keeps the most precision."""
+    """One query as the graph compares it. An i8 query gets its own scale: multiplying a
+    query by a positive number changes no ranking, and its own largest component at 127
+    keeps the most precision."""
     if dtype != "i8":
         return np.asarray(query, dtype=np.float32)
-    if query.ndim == 1:  # the per-photo path: a few microseconds matter here
-        largest = float(np.abs(query).max())
-        return to_int8(query, I8_LEVELS / largest if largest > 0 else 1.0)
-    largest = np.abs(query).max(axis=1, keepdims=True)
-    return to_int8(query, I8_LEVELS / np.where(largest > 0, largest, I8_LEVELS))
+    largest = float(np.abs(query).max())
+    return to_int8(query, I8_LEVELS / largest if largest > 0 else 1.0)
 
 
 def search_graph(
