@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from engine.config import ConfigError, Settings, load_settings
-from engine.types import Filters, SearchPage
+from engine.types import Filters, SearchPage, TextSearchUnavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -125,6 +125,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         )
     finally:
         engine.close()
+    if page.text_ignored:
+        print(
+            f"note: model {settings.model.name!r} reads no text, so --text was ignored",
+            file=sys.stderr,
+        )
     print(_page_as_json(page) if args.json else format_hits(page))
     return EXIT_OK
 
@@ -306,7 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     except ImageError as exc:
         print(f"error: {args.photo}: {exc.user_message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ConfigError, ModelLoadError, IndexLoadError, FeedError, QuerySetError) as exc:
+    except (
+        ConfigError,
+        ModelLoadError,
+        IndexLoadError,
+        FeedError,
+        QuerySetError,
+        TextSearchUnavailable,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BuildError as exc:

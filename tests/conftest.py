@@ -33,7 +33,10 @@ def make_settings(tiny_model_files: tuple[Path, Path], index_dir: Path, **sectio
     model.update(sections.pop("model", {}))
     index = {"dir": str(index_dir)}
     index.update(sections.pop("index", {}))
-    search = {"query_store": ""}  # in memory: tests never write into the repository
+    # Query store in memory: tests never write into the repository. No category probe:
+    # a random model's probe guesses categories at random, which plumbing tests don't
+    # want; the probe is tested with the real imagenet-lite0 model.
+    search = {"query_store": "", "category_probe": False}
     search.update(sections.pop("search", {}))
     return base.with_overrides(model=model, index=index, search=search, **sections)
 

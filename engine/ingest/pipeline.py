@@ -356,7 +356,14 @@ async def build_index(
         tmp_dir = index_dir / BUILDS_DIR / f".tmp-{build_id}"
         tmp_dir.mkdir(parents=True)
         try:
-            write_build_files(tmp_dir, np.stack(rows), products, records, settings.index)
+            write_build_files(
+                tmp_dir,
+                np.stack(rows),
+                products,
+                records,
+                settings.index,
+                category_probe=build.category_probe,
+            )
             skipped = feed.skipped + stage.skipped
             _write_skipped(tmp_dir / SKIPPED_FILE, skipped)
             seconds = time.perf_counter() - started
