@@ -181,7 +181,7 @@ def query_overhead(
 def large_photo_decode(architecture: str, repeats: int) -> dict[str, Any]:
     """What decoding big JPEGs at reduced scale (draft mode) saves: a 12-megapixel photo,
     decoded and preprocessed with and without `draft_size`."""
-    from engine.images import ImageLimits, decode_image
+    from engine.images import decode_image
 
     embedder = random_embedder(architecture)
     big = Image.open(PHOTO).convert("RGB").resize((3000, 4000), Image.Resampling.BICUBIC)
@@ -190,9 +190,7 @@ def large_photo_decode(architecture: str, repeats: int) -> dict[str, Any]:
     data = buffer.getvalue()
 
     def prepare(draft: int | None) -> Callable[[], Any]:
-        return lambda: embedder.preprocess_image(
-            decode_image(data, ImageLimits(), draft_size=draft)
-        )
+        return lambda: embedder.preprocess_image(decode_image(data, draft_size=draft))
 
     full = median_ms(prepare(None), repeats)
     draft = median_ms(prepare(embedder.image_size), repeats)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bot.settings import load_bot_settings
 from bot.telegram_bot import TelegramBot
-from engine.config import DEFAULT_CONFIG_PATH, load_settings
+from engine.config import DEFAULT_CONFIG_PATH
 from engine.devmodel import write_tiny_model
 from engine.embedder import load_embedder
 from engine.index import open_index
@@ -166,7 +167,7 @@ async def faults(engine: Engine) -> list[str]:
 async def main(users: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         config, checkpoint = write_tiny_model(Path(scratch) / "model")
-        settings = load_settings(DEFAULT_CONFIG_PATH, environ={}).with_overrides(
+        settings = load_bot_settings(DEFAULT_CONFIG_PATH, environ={}).with_overrides(
             model={"name": str(config), "pretrained": str(checkpoint)},
             index={"dir": str(Path(scratch) / "index")},
             search={"query_store": ""},

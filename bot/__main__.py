@@ -21,8 +21,9 @@ from bot.http_server import HealthServer
 from bot.logs import configure_logging
 from bot.metrics import Metrics
 from bot.render import album_as_text
+from bot.settings import BotSettings, load_bot_settings
 from bot.telegram_bot import BotConfigError, TelegramBot
-from engine.config import ConfigError, Settings, load_settings
+from engine.config import ConfigError
 from engine.embedder import ModelLoadError
 from engine.index import IndexLoadError
 from engine.search import Engine
@@ -48,13 +49,13 @@ def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
     return Path(path).read_text(encoding="utf-8").strip() if path else ""
 
 
-def demo_photo(settings: Settings) -> Path | None:
+def demo_photo(settings: BotSettings) -> Path | None:
     folder = settings.resolve_path("data/demo/images")
     photos = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
     return photos[0] if photos else None
 
 
-async def terminal_demo(engine: Engine, settings: Settings) -> int:
+async def terminal_demo(engine: Engine, settings: BotSettings) -> int:
     photo = demo_photo(settings)
     if photo is None:
         print("No demo photo found in data/demo/images.", file=sys.stderr)
@@ -68,7 +69,7 @@ async def terminal_demo(engine: Engine, settings: Settings) -> int:
 
 
 async def serve(
-    engine: Engine, settings: Settings, tokens: dict[str, str], webhook_secret: str = ""
+    engine: Engine, settings: BotSettings, tokens: dict[str, str], webhook_secret: str = ""
 ) -> int:
     """Run the enabled bots on this event loop, sharing the engine, until SIGTERM/SIGINT."""
     stop = asyncio.Event()
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="config file (default: $FASHIONBOT_CONFIG or config.toml)")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_bot_settings(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,8 +27,8 @@ from bot.frontend import Frontend
 from bot.i18n import t
 from bot.render import button_label, caption_text, format_price, shop_link, short_title
 from bot.safe_fetch import UnsafeUrl, fetch_user_image
+from bot.settings import BotSettings
 from engine.batcher import EngineBusy
-from engine.config import Settings
 from engine.images import ImageError
 from engine.query_store import QueryExpired
 from engine.search import Engine
@@ -134,7 +134,7 @@ class DiscordBot(Frontend):
     def __init__(
         self,
         engine: Engine,
-        settings: Settings,
+        settings: BotSettings,
         token: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 from bot.limits import RateLimiter
 from bot.logs import new_request_id
 from bot.metrics import Metrics
+from bot.settings import BotSettings
 from bot.stats import BotStats
-from engine.config import Settings
 from engine.search import Engine
 from engine.types import SearchPage
 
@@ -21,7 +21,7 @@ class Frontend:
     platform = "chat"
 
     def __init__(
-        self, engine: Engine, settings: Settings, clock: Callable[[], float] = time.monotonic
+        self, engine: Engine, settings: BotSettings, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.engine = engine
         self.settings = settings

@@ -7,7 +7,7 @@ from html import escape
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bot.i18n import t
-from engine.config import LinkSettings
+from bot.settings import LinkSettings
 from engine.types import Hit, Product, SearchPage
 
 CAPTION_LIMIT = 1024  # Telegram's caption limit; Discord's is larger

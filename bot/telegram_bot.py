@@ -50,8 +50,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from bot.frontend import Frontend
 from bot.i18n import languages, t
 from bot.render import button_label, caption_html, shop_link
+from bot.settings import BotSettings
 from engine.batcher import EngineBusy
-from engine.config import Settings
 from engine.images import ImageError
 from engine.index import IndexLoadError
 from engine.search import Engine
@@ -143,7 +143,7 @@ class TelegramBot(Frontend):
     def __init__(
         self,
         engine: Engine,
-        settings: Settings,
+        settings: BotSettings,
         token: str,
         clock: Callable[[], float] = time.monotonic,
         webhook_secret: str = "",

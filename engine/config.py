@@ -1,322 +1,320 @@
-"""Settings: `config.toml` defaults, an optional other file, then environment overrides.
+"""Settings: pydantic models holding every default, filled from a TOML file and then the
+environment.
 
-Every key can be overridden by `FASHIONBOT_<SECTION>__<KEY>` (upper case). Values are
-validated once at start-up; a bad value stops the program with a message naming the key.
-Bot tokens are deliberately not settings: they come from the environment only.
+The file is `config.toml` unless `--config FILE` or `FASHIONBOT_CONFIG` names another. Every
+key can be overridden by `FASHIONBOT_<SECTION>__<KEY>` (read by pydantic-settings). Values
+are validated once at start-up; a bad value stops the program with a one-line message naming
+the key. Bot tokens are deliberately not settings: they come from the environment only.
+
+The engine's settings are the sections it reads itself; the chat front-ends extend them with
+their own sections (bot/settings.py) and read the same file.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
-import types
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 ENV_PREFIX = "FASHIONBOT_"
+ENV_NESTED_DELIMITER = "__"
 CONFIG_ENV = "FASHIONBOT_CONFIG"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
+
+UnitInterval = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ConfigError(ValueError):
     """A setting is missing, malformed or out of range; the message names the key."""
 
 
-def _check(predicate: Callable[[Any], bool], requirement: str) -> dict[str, Any]:
-    return {"check": (predicate, requirement)}
+class Section(BaseModel):
+    """One table of the config file. A misspelt key is an error rather than silently
+    ignored, and no float setting may be inf or nan (every one is a size, a time or a
+    weight)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_value_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads `true` as 1; for a count or a size in a config file it is a slip.
+        field = cls.model_fields[info.field_name or ""]
+        if isinstance(value, bool) and field.annotation in (int, float):
+            raise ValueError("must be a number, not true or false")
+        return value
 
 
-def _positive() -> dict[str, Any]:
-    return _check(lambda v: v > 0, "must be greater than 0")
-
-
-def _non_negative() -> dict[str, Any]:
-    return _check(lambda v: v >= 0, "must be 0 or more")
-
-
-def _one_of(*choices: str) -> dict[str, Any]:
-    return _check(lambda v: v in choices, f"must be one of {', '.join(choices)}")
-
-
-def _unit_interval() -> dict[str, Any]:
-    return _check(lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1")
-
-
-@dataclass(frozen=True)
-class ModelSettings:
+class ModelSettings(Section):
     name: str = "marqo-fashionclip"
     pretrained: str = ""
     device: str = "auto"
-    threads: int = field(default=0, metadata=_non_negative())
-    max_batch: int = field(default=16, metadata=_positive())
-    max_wait_ms: float = field(default=0.0, metadata=_non_negative())
-    companion_wait_ms: float = field(default=25.0, metadata=_non_negative())
-    max_queue: int = field(default=64, metadata=_positive())
+    threads: NonNegativeInt = 0
+    max_batch: PositiveInt = 16
+    max_wait_ms: NonNegativeFloat = 0.0
+    companion_wait_ms: NonNegativeFloat = 25.0
+    max_queue: PositiveInt = 64
     cache_dir: str = ""
     # "crop": the model's own centre crop; "pad": pad to a square first (keeps hems, collars)
-    preprocess: str = field(default="crop", metadata=_one_of("crop", "pad"))
+    preprocess: Literal["crop", "pad"] = "crop"
 
 
-@dataclass(frozen=True)
-class ImageSettings:
-    max_bytes: int = field(default=20_000_000, metadata=_positive())
-    max_pixels: int = field(default=40_000_000, metadata=_positive())
-    min_side: int = field(default=16, metadata=_positive())
-    max_aspect: float = field(default=12.0, metadata=_check(lambda v: v >= 1, "must be >= 1"))
+class ImageSettings(Section):
+    """What the decoder accepts; `engine.images.decode_image` takes this section as is."""
+
+    max_bytes: PositiveInt = 20_000_000
+    max_pixels: PositiveInt = 40_000_000
+    min_side: PositiveInt = 16
+    max_aspect: Annotated[float, Field(ge=1.0)] = 12.0
 
 
-@dataclass(frozen=True)
-class IndexSettings:
+class IndexSettings(Section):
     dir: str = "data/index"
-    dtype: str = field(default="i8", metadata=_one_of("i8", "f16", "f32"))
-    connectivity: int = field(default=18, metadata=_positive())
-    expansion_add: int = field(default=256, metadata=_positive())
-    expansion_search: int = field(default=192, metadata=_positive())
+    dtype: Literal["i8", "f16", "f32"] = "i8"
+    connectivity: PositiveInt = 18
+    expansion_add: PositiveInt = 256
+    expansion_search: PositiveInt = 192
     verify_checksums: bool = True
-    watch_interval_s: float = field(default=30.0, metadata=_non_negative())
+    watch_interval_s: NonNegativeFloat = 30.0
 
 
-@dataclass(frozen=True)
-class SearchSettings:
-    default_k: int = field(default=6, metadata=_positive())
-    max_k: int = field(default=10, metadata=_positive())
-    diversity: float = field(default=0.0, metadata=_unit_interval())
-    surprise_diversity: float = field(default=0.6, metadata=_unit_interval())
-    text_weight: float = field(default=0.5, metadata=_non_negative())
-    overfetch: int = field(default=4, metadata=_positive())
-    exact_filter_limit: int = field(default=20_000, metadata=_non_negative())
+class SearchSettings(Section):
+    default_k: PositiveInt = 6
+    max_k: PositiveInt = 10
+    diversity: UnitInterval = 0.0
+    surprise_diversity: UnitInterval = 0.6
+    text_weight: NonNegativeFloat = 0.5
+    overfetch: PositiveInt = 4
+    exact_filter_limit: NonNegativeInt = 20_000
     query_store: str = "data/state/queries.sqlite"
     flip_augment: bool = False
     category_gating: bool = False
-    gating_confidence: float = field(default=0.6, metadata=_unit_interval())
+    gating_confidence: UnitInterval = 0.6
     category_probe: bool = True
-    category_votes: int = field(default=0, metadata=_non_negative())
-    category_confidence: float = field(default=0.0, metadata=_unit_interval())
+    category_votes: NonNegativeInt = 0
+    category_confidence: UnitInterval = 0.0
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> SearchSettings:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        return self
 
 
-@dataclass(frozen=True)
-class BuildSettings:
-    download_concurrency: int = field(default=16, metadata=_positive())
-    download_timeout_s: float = field(default=20.0, metadata=_positive())
-    download_retries: int = field(default=3, metadata=_non_negative())
-    max_image_bytes: int = field(default=20_000_000, metadata=_positive())
-    prefetch: int = field(default=64, metadata=_positive())
-    batch_size: int = field(default=32, metadata=_positive())
+class BuildSettings(Section):
+    download_concurrency: PositiveInt = 16
+    download_timeout_s: PositiveFloat = 20.0
+    download_retries: NonNegativeInt = 3
+    max_image_bytes: PositiveInt = 20_000_000
+    prefetch: PositiveInt = 64
+    batch_size: PositiveInt = 32
     cache_dir: str = ""
-    keep_builds: int = field(default=1, metadata=_non_negative())
+    keep_builds: NonNegativeInt = 1
     category_probe: bool = True
     # `index_builder.py build --ray`: CPUs per model actor on GPU-less nodes, and how many
     # download/decode workers feed the model actors (0 = one per 8 CPUs of a CPU cluster;
     # with GPUs, every CPU not driving a GPU).
-    ray_cpus_per_actor: int = field(default=4, metadata=_positive())
-    ray_decode_workers: int = field(default=0, metadata=_non_negative())
+    ray_cpus_per_actor: PositiveInt = 4
+    ray_decode_workers: NonNegativeInt = 0
 
 
-@dataclass(frozen=True)
-class CatalogSettings:
+class CatalogSettings(Section):
     # canonical column -> the feed's column name
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TelegramSettings:
-    base_url: str = "https://api.telegram.org/bot"
-    base_file_url: str = "https://api.telegram.org/file/bot"
-    album_size: int = field(default=6, metadata=_check(lambda v: 1 <= v <= 10, "must be 1..10"))
-    mode: str = field(default="polling", metadata=_one_of("polling", "webhook"))
-    webhook_url: str = ""
-    webhook_listen: str = "0.0.0.0"
-    webhook_port: int = field(default=8443, metadata=_check(lambda v: 0 < v < 65536, "a port"))
-    media_group_wait_ms: int = field(default=800, metadata=_non_negative())
-    request_timeout_s: float = field(default=15.0, metadata=_positive())
-    photo_source: str = field(default="upload", metadata=_one_of("upload", "url"))
-    admin_ids: str = field(
-        default="",
-        metadata=_check(
-            lambda v: all(p.strip().lstrip("-").isdigit() for p in v.split(",") if p.strip()),
-            "must be comma-separated numeric user ids",
-        ),
+class Settings(BaseSettings):
+    """The engine's sections. Other sections of the file belong to the front-ends and are
+    left to their settings (bot/settings.py), so the builder reads the bot's file too."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        case_sensitive=False,
+        frozen=True,
+        extra="ignore",
     )
 
-    @property
-    def admins(self) -> frozenset[int]:
-        return frozenset(int(p) for p in self.admin_ids.split(",") if p.strip())
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    searches_per_minute: int = field(default=10, metadata=_positive())
-
-
-@dataclass(frozen=True)
-class LinkSettings:
-    utm_medium: str = "chatbot"
-    utm_campaign: str = "fashionbot"
-
-
-@dataclass(frozen=True)
-class DiscordSettings:
-    test_guild_id: int = field(default=0, metadata=_non_negative())
-    reply_style: str = field(default="gallery", metadata=_one_of("gallery", "embeds"))
-    ephemeral: bool = False
-    media_hosts: str = "cdn.discordapp.com,media.discordapp.net"
-    api_base: str = ""
-    gateway_url: str = ""
-    allow_loopback_media: bool = False  # only for tests against a local fake Discord
-
-    @property
-    def allowed_media_hosts(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.media_hosts.split(",") if h.strip())
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    port: int = field(default=8080, metadata=_check(lambda v: 0 <= v <= 65535, "must be a port"))
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    level: str = field(default="INFO", metadata=_one_of("DEBUG", "INFO", "WARNING", "ERROR"))
-    format: str = field(default="text", metadata=_one_of("text", "json"))
-
-
-@dataclass(frozen=True)
-class Settings:
-    model: ModelSettings = field(default_factory=ModelSettings)
-    images: ImageSettings = field(default_factory=ImageSettings)
-    index: IndexSettings = field(default_factory=IndexSettings)
-    search: SearchSettings = field(default_factory=SearchSettings)
-    build: BuildSettings = field(default_factory=BuildSettings)
-    catalog: CatalogSettings = field(default_factory=CatalogSettings)
-    telegram: TelegramSettings = field(default_factory=TelegramSettings)
-    limits: LimitSettings = field(default_factory=LimitSettings)
-    links: LinkSettings = field(default_factory=LinkSettings)
-    discord: DiscordSettings = field(default_factory=DiscordSettings)
-    http: HttpSettings = field(default_factory=HttpSettings)
-    log: LogSettings = field(default_factory=LogSettings)
+    model: ModelSettings = ModelSettings()
+    images: ImageSettings = ImageSettings()
+    index: IndexSettings = IndexSettings()
+    search: SearchSettings = SearchSettings()
+    build: BuildSettings = BuildSettings()
+    catalog: CatalogSettings = CatalogSettings()
     # The file the settings came from; relative paths in it resolve against its folder.
-    source: Path = field(default=DEFAULT_CONFIG_PATH, compare=False)
+    # Private, so that no file key or environment variable can set it.
+    _source: Path = PrivateAttr(default=DEFAULT_CONFIG_PATH)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], **sources: PydanticBaseSettingsSource
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings reads the file and the environment it is given; constructing the
+        # class reads nothing else, so Settings() is the defaults alone.
+        return (sources["init_settings"],)
+
+    @property
+    def source(self) -> Path:
+        return self._source
 
     def resolve_path(self, value: str) -> Path:
         """A path setting, relative to the config file's folder unless absolute."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self.source.parent / path).resolve()
 
-    def with_overrides(self, **sections: dict[str, Any]) -> Settings:
+    def with_overrides(self, **sections: dict[str, Any]) -> Self:
         """A copy with some keys replaced, validated like a file's values."""
-        raw = {name: dataclasses.asdict(getattr(self, name)) for name in _section_types()}
-        for section, values in sections.items():
-            raw.setdefault(section, {}).update(values)
-        return _build_settings(raw, self.source)
+        unknown = sorted(set(sections) - set(type(self).model_fields))
+        if unknown:
+            raise ConfigError(f"[{unknown[0]}]: unknown section (known: {_known(type(self))})")
+        return _validated(type(self), _merged(self.model_dump(), sections), self.source)
 
 
-def _section_types() -> dict[str, type]:
-    hints = get_type_hints(Settings)
-    return {f.name: hints[f.name] for f in dataclasses.fields(Settings) if f.name != "source"}
+SettingsT = TypeVar("SettingsT", bound=Settings)
 
 
-def _coerce(key: str, value: Any, expected: Any) -> Any:
-    """Convert a TOML or environment value to the field's type, or raise ConfigError."""
-    if isinstance(expected, types.GenericAlias) and expected.__origin__ is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a table of names, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
-    if expected is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
-            return True
-        if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
-            return False
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if expected in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = expected(value.replace("_", "") if isinstance(value, str) else value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if expected is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
-        return number
-    if expected is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected text, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported setting type")  # pragma: no cover
+class _EnvironmentSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ,
+    so that callers (tests, benchmarks) can load settings without the process's variables."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
 
 
-def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
-    hints = get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}: unknown setting (known: {', '.join(known)})")
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        full_key = f"{name}.{key}"
-        coerced = _coerce(full_key, value, hints[key])
-        check = known[key].metadata.get("check")
-        if check is not None and not check[0](coerced):
-            raise ConfigError(f"{full_key} {check[1]} (got {coerced!r})")
-        kwargs[key] = coerced
-    return cls(**kwargs)
+def _environment_values(schema: type[Settings], environ: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        values = _EnvironmentSource(schema, environ)()
+    except SettingsError as exc:
+        raise ConfigError(f"environment: {str(exc).splitlines()[0]}") from None
+    # The source reads only the schema's own sections. A variable naming any other section
+    # is passed on, so the schema's `extra` rule decides: the engine leaves the bot's
+    # sections alone, the complete bot schema rejects a misspelt one.
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        section, delimiter, _ = name[len(ENV_PREFIX) :].lower().partition(ENV_NESTED_DELIMITER)
+        if delimiter and section not in schema.model_fields:
+            values[section] = {}
+    return values
 
 
-def _build_settings(raw: Mapping[str, Any], source: Path) -> Settings:
-    sections = _section_types()
-    unknown = sorted(set(raw) - set(sections))
-    if unknown:
-        raise ConfigError(f"[{unknown[0]}]: unknown section (known: {', '.join(sections)})")
-    built = {}
-    for name, cls in sections.items():
-        values = raw.get(name, {})
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"[{name}]: expected a table")
-        built[name] = _build_section(name, cls, values)
-    settings = Settings(**built, source=source)
-    if settings.search.default_k > settings.search.max_k:
-        raise ConfigError("search.default_k must not exceed search.max_k")
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s keys replacing its own, table by table."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# pydantic's wording for type errors is long and names Python types; a config file's
+# reader knows TOML's.
+_REASONS = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+}
+
+
+def _known(model: type[BaseModel], path: tuple[int | str, ...] = ()) -> str:
+    """The keys of the table at `path`, for a message about a misspelt one."""
+    for part in path:
+        model = model.model_fields[str(part)].annotation  # type: ignore[assignment]  # a section
+    return ", ".join(model.model_fields)
+
+
+def _one_line(error: ErrorDetails, schema: type[Settings]) -> str:
+    location = error["loc"]
+    key = ".".join(str(part) for part in location)
+    if error["type"] == "extra_forbidden":
+        if len(location) == 1:
+            return f"[{key}]: unknown section (known: {_known(schema)})"
+        return f"{key}: unknown setting (known: {_known(schema, location[:-1])})"
+    reason = _REASONS.get(error["type"]) or error["msg"]
+    reason = reason.removeprefix("Value error, ").replace("Input should be", "must be")
+    if isinstance(error["input"], Mapping):  # a rule across a table's keys
+        return f"{key}: {reason}"
+    return f"{key} {reason} (got {error['input']!r})"
+
+
+def _validated(schema: type[SettingsT], values: Mapping[str, Any], source: Path) -> SettingsT:
+    try:
+        settings = schema.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(_one_line(errors[0], schema) + more) from None
+    settings._source = source
     return settings
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    overrides: dict[str, dict[str, Any]] = {}
-    for var, value in environ.items():
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or "__" not in var:
-            continue
-        section, _, key = var[len(ENV_PREFIX) :].lower().partition("__")
-        if section == "catalog" and key.startswith("columns__"):
-            overrides.setdefault("catalog", {}).setdefault("columns", {})[key[9:]] = value
-        else:
-            overrides.setdefault(section, {})[key] = value
-    return overrides
-
-
 def load_settings(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
-    """Read the config file (argument, else $FASHIONBOT_CONFIG, else ./config.toml)."""
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    schema: type[SettingsT] = Settings,  # type: ignore[assignment]  # the bound's default
+) -> SettingsT:
+    """Read the config file (argument, else $FASHIONBOT_CONFIG, else ./config.toml), then
+    let `FASHIONBOT_<SECTION>__<KEY>` variables of `environ` (default: the process's)
+    override its keys. `schema` is Settings or a front-end's extension of it."""
     environ = os.environ if environ is None else environ
     chosen = path or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
     config_path = Path(chosen).expanduser().resolve()
-    try:
-        raw: dict[str, Any] = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {config_path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config_path}: not valid TOML ({exc})") from None
-    for section, values in _env_overrides(environ).items():
-        target = raw.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"[{section}]: expected a table")
-        for key, value in values.items():
-            if isinstance(value, dict):
-                target.setdefault(key, {}).update(value)
-            else:
-                target[key] = value
-    return _build_settings(raw, config_path)
+    values = _merged(_read_config_file(config_path), _environment_values(schema, environ))
+    return _validated(schema, values, config_path)

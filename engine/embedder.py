@@ -23,8 +23,8 @@ from PIL import Image, ImageOps
 from torchvision.transforms import Compose, Normalize
 
 from engine import lite0
-from engine.config import ModelSettings
-from engine.images import ImageLimits, decode_image
+from engine.config import ImageSettings, ModelSettings
+from engine.images import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class ImagePreprocessor:
     image_size: int = 224
     yields_uint8: bool = False
 
-    def from_bytes(self, data: bytes, limits: ImageLimits) -> torch.Tensor:
+    def from_bytes(self, data: bytes, limits: ImageSettings) -> torch.Tensor:
         """Safely decode photo bytes (JPEGs at reduced scale when big) into model input;
         raises an ImageError for anything unusable."""
         return self(decode_image(data, limits, draft_size=self.image_size))

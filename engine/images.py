@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.config import ImageSettings
 
 # Formats a chat or a shop feed plausibly sends; anything else is refused before decoding.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -58,14 +59,6 @@ class ExtremeAspectRatio(ImageError):
     reason = "extreme_aspect"
 
 
-@dataclass(frozen=True)
-class ImageLimits:
-    max_bytes: int = 20_000_000
-    max_pixels: int = 40_000_000
-    min_side: int = 16
-    max_aspect: float = 12.0
-
-
 # (magic bytes at offset, offset, a human name) for files people send that are not photos.
 _KNOWN_NON_PHOTOS: tuple[tuple[bytes, int, str], ...] = (
     (b"%PDF", 0, "a PDF document"),
@@ -79,6 +72,9 @@ _KNOWN_NON_PHOTOS: tuple[tuple[bytes, int, str], ...] = (
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 _AVIF_BRANDS = {b"avif", b"avis"}
 _VIDEO_BRANDS = {b"isom", b"iso2", b"mp41", b"mp42", b"qt  ", b"M4V ", b"3gp4", b"3gp5", b"dash"}
+
+# The [images] defaults, for callers without settings (tests, benchmarks).
+_DEFAULT_LIMITS = ImageSettings()
 
 SEND_A_PHOTO = "Please send a photo of a garment (JPEG, PNG or WebP)."
 
@@ -137,7 +133,7 @@ def _apply_exif_orientation(image: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, limits: ImageLimits = ImageLimits(), draft_size: int | None = None
+    data: bytes, limits: ImageSettings = _DEFAULT_LIMITS, draft_size: int | None = None
 ) -> Image.Image:
     """Decode `data` into an upright RGB image within `limits`, or raise an ImageError.
 

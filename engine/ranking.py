@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.catalog import ImageRecord
+from engine.config import SearchSettings
 from engine.index import VectorIndex
 from engine.types import Filters
 
@@ -25,8 +26,12 @@ class RankedImage:
 
 @dataclass(frozen=True)
 class RankingParams:
-    overfetch: int = 4
-    exact_filter_limit: int = 20_000
+    overfetch: int
+    exact_filter_limit: int
+
+    @classmethod
+    def from_settings(cls, search: SearchSettings) -> RankingParams:
+        return cls(search.overfetch, search.exact_filter_limit)
 
 
 def _best_per_product(

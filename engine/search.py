@@ -22,7 +22,6 @@ from engine.batcher import MicroBatcher
 from engine.category import neighbour_votes, predict_category
 from engine.config import Settings
 from engine.embedder import Embedder, load_embedder
-from engine.images import ImageLimits
 from engine.index import (
     IndexLoadError,
     ModelIdentity,
@@ -51,11 +50,6 @@ def model_identity(embedder: Embedder) -> ModelIdentity:
         fingerprint=embedder.fingerprint,
         preprocess=embedder.preprocessing,
     )
-
-
-def image_limits(settings: Settings) -> ImageLimits:
-    images = settings.images
-    return ImageLimits(images.max_bytes, images.max_pixels, images.min_side, images.max_aspect)
 
 
 def open_configured_index(settings: Settings, identity: ModelIdentity) -> VectorIndex:
@@ -95,7 +89,7 @@ class Engine:
         self.identity = model_identity(embedder)
         self._index = index
         self._index_lock = threading.Lock()
-        self._limits = image_limits(settings)
+        self._limits = settings.images
         self._cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-cpu")
         model = settings.model
         self._photos_being_decoded = 0
@@ -108,7 +102,7 @@ class Engine:
             companion_wait_ms=model.companion_wait_ms,
         )
         search = settings.search
-        self._ranking = RankingParams(search.overfetch, search.exact_filter_limit)
+        self._ranking = RankingParams.from_settings(search)
         self.warm = False
         self._flip = search.flip_augment
         # Zero-shot gating reads category names with the text tower: not without one.

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from bot.settings import BotSettings, load_bot_settings
+from engine.config import DEFAULT_CONFIG_PATH, Settings
 from engine.devmodel import write_tiny_model
 from engine.embedder import Embedder, load_embedder
 
@@ -26,9 +27,9 @@ def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
-def make_settings(tiny_model_files: tuple[Path, Path], index_dir: Path, **sections) -> Settings:
+def make_settings(tiny_model_files: tuple[Path, Path], index_dir: Path, **sections) -> BotSettings:
     config, checkpoint = tiny_model_files
-    base = load_settings(DEFAULT_CONFIG_PATH, environ={})
+    base = load_bot_settings(DEFAULT_CONFIG_PATH, environ={})
     model = {"name": str(config), "pretrained": str(checkpoint), "max_wait_ms": 2.0}
     model.update(sections.pop("model", {}))
     index = {"dir": str(index_dir)}
@@ -60,7 +61,7 @@ def demo_index_dir(tiny_model_files, embedder, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def settings(tiny_model_files, demo_index_dir) -> Settings:
+def settings(tiny_model_files, demo_index_dir) -> BotSettings:
     return make_settings(tiny_model_files, demo_index_dir)
 
 

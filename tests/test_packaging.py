@@ -4,12 +4,14 @@ every module and data file and runs from outside the repository (Docker cannot r
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,21 @@ def test_the_dockerfile_and_the_makefile_share_one_install_recipe() -> None:
     # nothing else installs the project: no second recipe to drift
     assert "pip install" not in dockerfile
     assert "-m venv" not in stamp_recipe and "pip install" not in stamp_recipe
+
+
+def project_scripts() -> dict[str, str]:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return pyproject["project"]["scripts"]
+
+
+@pytest.mark.parametrize("name", ["fashionbot", "fashionbot-index"])
+def test_the_entry_points_resolve_to_the_commands(name: str) -> None:
+    module, _, attribute = project_scripts()[name].partition(":")
+    command = getattr(importlib.import_module(module), attribute)
+    assert callable(command)
+    with pytest.raises(SystemExit) as exited:  # argparse's --help: the command is wired up
+        command(["--help"])
+    assert exited.value.code == 0
 
 
 def docker_build_context(target: Path) -> Path:
@@ -85,6 +102,8 @@ def test_the_image_install_holds_every_module_and_runs_outside_the_repo(tmp_path
     installed = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
     assert sources - installed == set()
     assert "index_builder.py" in installed
+    scripts = Path(sysconfig.get_path("scripts", vars={"base": str(venv)}))
+    assert {name for name in project_scripts() if not (scripts / name).is_file()} == set()
 
     # Imported from the installed copy (first on the path), outside the repository.
     probe = (

@@ -22,6 +22,8 @@ from tenacity import (
     wait_exponential,
 )
 
+from engine.config import BuildSettings
+
 _ACCEPTED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 
 
@@ -41,11 +43,20 @@ class FetchedImage:
 
 @dataclass(frozen=True)
 class FetchSettings:
-    concurrency: int = 16
-    timeout_s: float = 20.0
-    retries: int = 3
-    max_bytes: int = 20_000_000
-    backoff_s: float = 0.5
+    concurrency: int
+    timeout_s: float
+    retries: int
+    max_bytes: int
+    backoff_s: float = 0.5  # not a setting: tests shorten it
+
+    @classmethod
+    def from_settings(cls, build: BuildSettings) -> FetchSettings:
+        return cls(
+            build.download_concurrency,
+            build.download_timeout_s,
+            build.download_retries,
+            build.max_image_bytes,
+        )
 
 
 def is_url(source: str) -> bool:

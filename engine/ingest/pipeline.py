@@ -52,7 +52,7 @@ from engine.ingest.ray_embed import (
     RayUnavailable,
     embed_on_ray,
 )
-from engine.search import image_limits, model_identity
+from engine.search import model_identity
 from engine.types import Product
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class _Embedding:
         self.embedder = embedder
         self.settings = settings
         self.reuse = reuse
-        self.limits = image_limits(settings)
+        self.limits = settings.images
         self.vectors: dict[int, np.ndarray] = {}
         self.hashes: dict[int, str] = {}
         self.local_paths: dict[int, str] = {}
@@ -327,12 +327,7 @@ async def build_index(
         cache_dir = (
             settings.resolve_path(build.cache_dir) if build.cache_dir else index_dir / "cache"
         )
-        fetch_settings = FetchSettings(
-            build.download_concurrency,
-            build.download_timeout_s,
-            build.download_retries,
-            build.max_image_bytes,
-        )
+        fetch_settings = FetchSettings.from_settings(build)
         with tqdm(total=len(jobs), unit="img", desc="Embedding", disable=not show_progress) as bar:
             if use_ray:
                 await asyncio.to_thread(

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import ModelSettings
+from engine.config import ImageSettings, ModelSettings
 from engine.embedder import ImagePreprocessor, load_embedder
-from engine.images import ImageError, ImageLimits
+from engine.images import ImageError
 from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class DecodeContext:
     base_dir: Path
     cache_dir: Path
     fetch: FetchSettings
-    limits: ImageLimits
+    limits: ImageSettings
     preprocessor: ImagePreprocessor
     known_digests: frozenset[str]
 

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from engine import images as im
+from engine.config import ImageSettings
 from tests.fakes.hostile_images import awkward_but_valid, broken_files
 
 BROKEN = broken_files()
@@ -58,9 +59,9 @@ def test_bomb_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_limits_are_configurable() -> None:
     data = VALID["webp"]
     with pytest.raises(im.ImageTooLarge):
-        im.decode_image(data, im.ImageLimits(max_bytes=len(data) - 1))
+        im.decode_image(data, ImageSettings(max_bytes=len(data) - 1))
     with pytest.raises(im.DecompressionBomb):
-        im.decode_image(data, im.ImageLimits(max_pixels=100 * 100))
+        im.decode_image(data, ImageSettings(max_pixels=100 * 100))
 
 
 def test_draft_decodes_big_jpeg_smaller() -> None:

@@ -1,0 +1,89 @@
+"""The chat front-ends' settings: the engine's sections plus the bots' own, read from the
+same file and environment (engine/config.py). This is the complete schema of config.toml,
+so a misspelt section is an error here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from engine.config import Section, Settings, load_settings
+
+
+class TelegramSettings(Section):
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    album_size: Annotated[int, Field(ge=1, le=10)] = 6
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str = ""
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: Annotated[int, Field(ge=1, le=65535)] = 8443
+    media_group_wait_ms: NonNegativeInt = 800
+    request_timeout_s: PositiveFloat = 15.0
+    photo_source: Literal["upload", "url"] = "upload"
+    admin_ids: str = ""
+
+    @field_validator("admin_ids")
+    @classmethod
+    def _numeric_ids(cls, value: str) -> str:
+        if not all(part.strip().lstrip("-").isdigit() for part in value.split(",") if part.strip()):
+            raise ValueError("must be comma-separated numeric user ids")
+        return value
+
+    @property
+    def admins(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.admin_ids.split(",") if p.strip())
+
+
+class LimitSettings(Section):
+    searches_per_minute: PositiveInt = 10
+
+
+class LinkSettings(Section):
+    utm_medium: str = "chatbot"
+    utm_campaign: str = "fashionbot"
+
+
+class DiscordSettings(Section):
+    test_guild_id: NonNegativeInt = 0
+    reply_style: Literal["gallery", "embeds"] = "gallery"
+    ephemeral: bool = False
+    media_hosts: str = "cdn.discordapp.com,media.discordapp.net"
+    api_base: str = ""
+    gateway_url: str = ""
+    allow_loopback_media: bool = False  # only for tests against a local fake Discord
+
+    @property
+    def allowed_media_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.media_hosts.split(",") if h.strip())
+
+
+class HttpSettings(Section):
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0 disables the server
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class BotSettings(Settings):
+    model_config = SettingsConfigDict(extra="forbid")
+
+    telegram: TelegramSettings = TelegramSettings()
+    limits: LimitSettings = LimitSettings()
+    links: LinkSettings = LinkSettings()
+    discord: DiscordSettings = DiscordSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+
+
+def load_bot_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> BotSettings:
+    """The engine's and the bots' settings, read like `engine.config.load_settings`."""
+    return load_settings(path, environ, BotSettings)
