@@ -8,13 +8,14 @@ import csv
 from collections.abc import AsyncIterator
 from typing import Any
 
-import discord
 import pytest
 
 from bot.discord_bot import DiscordBot
+from bot.metrics import Metrics
 from engine.batcher import EngineBusy
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES
 from tests.fakes.discord_api import APP_ID, FakeDiscord
+from tests.fakes.discord_redirect import endpoints
 from tests.fakes.hostile_images import png_bomb
 
 with DEMO_CATALOG.open(newline="") as _handle:
@@ -32,13 +33,8 @@ def photo(name: str = "dress-1.jpg") -> bytes:
 async def fake_discord(monkeypatch) -> AsyncIterator[FakeDiscord]:
     fake = FakeDiscord()
     await fake.start()
-    # restore discord.py's endpoints afterwards; the bot points them at the fake (config)
-    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket,
-        "DEFAULT_GATEWAY",
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-    )
+    for owner, name, value in endpoints(fake.api_base, fake.gateway_url):
+        monkeypatch.setattr(owner, name, value)  # for this test only
     yield fake
     await fake.stop()
 
@@ -49,8 +45,6 @@ async def start_bot(engine, settings, fake: FakeDiscord, **discord_settings: Any
         discord={
             "media_hosts": "127.0.0.1",
             "allow_loopback_media": True,
-            "api_base": fake.api_base,
-            "gateway_url": fake.gateway_url,
             **discord_settings,
         },
         limits=limits,
@@ -312,3 +306,18 @@ async def test_commands_sync_to_a_test_guild_when_configured(
         }
     finally:
         await bot.stop()
+
+
+async def test_discord_429s_are_waited_out_and_counted(engine, settings, fake_discord) -> None:
+    bot = await start_bot(engine, settings, fake_discord)
+    metrics = Metrics(engine)
+    bot.metrics = metrics
+    try:
+        fake_discord.fail("POST", f"/webhooks/{APP_ID}/", retry_after=0.2)
+        await fake_discord.interact(fake_discord.similar(photo()))
+        refused, delivered = await fake_discord.wait_for("POST", f"/webhooks/{APP_ID}/", 2)
+        assert gallery_titles(delivered) == gallery_titles(refused)  # the same reply, retried
+    finally:
+        await bot.stop()
+    page = metrics.render().decode()
+    assert 'fashionbot_platform_rate_limits_total{platform="discord"} 1.0' in page

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from bot.flow import Results
 from bot.i18n import catalog, languages
-from bot.telegram_bot import PageRequest, TelegramBot, decode_page, encode_page
+from bot.paging import PageToken
+from bot.telegram_bot import TelegramBot
 from engine.batcher import EngineBusy
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES
 from tests.fakes.hostile_images import png_bomb
@@ -402,26 +404,16 @@ def test_every_message_exists_in_every_language() -> None:
         assert all(catalog(language)[key].strip() for key in english)
 
 
-def test_callback_data_is_small_for_any_catalog() -> None:
-    categories = ["x" * 300, "dress", "ünïcødé-category-" * 10]
-    for request in (
-        PageRequest(999_990, True, categories[0]),
-        PageRequest(0, False, categories[2]),
-    ):
-        data = encode_page(request, categories)
-        assert len(data.encode()) <= 64
-        assert decode_page(data, categories) == request
-    assert decode_page("garbage", categories) is None
-
-
 def test_long_product_ids_keep_callback_data_small(running) -> None:
     from engine.types import Hit, Product, SearchPage
 
     product = Product(
         "P" * 500, "T" * 300, "https://shop.example.com/" + "a" * 500, "x.jpg", 1.0, "EUR"
     )
-    page = SearchPage([Hit(product, 0.9, "x.jpg")] * 6, offset=0, has_more=True)
-    markup = running.keyboard(page, PageRequest(), "en")
+    page = SearchPage(
+        [Hit(product, 0.9, "x.jpg")] * 6, offset=999_990, has_more=True, query_key="f" * 16
+    )
+    markup = running.keyboard(Results(page, PageToken("f" * 16, 999_990)), "en")
     for row in markup.inline_keyboard:
         for key in row:
             assert key.callback_data is None or len(key.callback_data.encode()) <= 64
