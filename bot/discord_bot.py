@@ -1,9 +1,12 @@
 """Discord front-end: /similar, /search, the "Find similar products" message menu, and
 gallery (or embed) replies with shop links and paging buttons.
 
-Buttons are persistent: their custom id carries the engine's query key (the query vector
-is kept in the engine's query store), so they keep working after a restart. The bot asks
-for no privileged intent: slash commands and context menus carry what they need.
+Buttons are persistent: their custom id is a page token (bot/paging.py) carrying the
+engine's query key (the query vector is kept in the engine's query store), so they keep
+working after a restart and never run the model. When the store has forgotten a search
+made from the message menu, the page reads that message's photo again; a /similar
+attachment cannot be reached again, so that page asks for the photo. The bot asks for
+no privileged intent: slash commands and context menus carry what they need.
 """
 
 from __future__ import annotations
@@ -13,101 +16,106 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from http import HTTPStatus
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import discord
-import yarl
 from discord import app_commands
 
+from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unreadable, refusal_text
 from bot.frontend import Frontend
 from bot.i18n import t
+from bot.paging import BadToken, PageToken, decode_token, encode_token
 from bot.render import button_label, caption_text, format_price, shop_link, short_title
 from bot.safe_fetch import UnsafeUrl, fetch_user_image
 from bot.settings import BotSettings
-from engine.batcher import EngineBusy
-from engine.images import ImageError
-from engine.query_store import QueryExpired
 from engine.search import Engine
-from engine.types import Filters, Hit, SearchPage
+from engine.types import Hit, SearchPage
 
 log = logging.getLogger(__name__)
 
-PAGE_ID = re.compile(
-    r"fb:p:(?P<key>[0-9a-f]{16}):(?P<offset>\d{1,6}):(?P<surprise>[01]):(?P<cat>-?\d{1,4})"
-)
+# Every component custom id reaches PageButton, so that a garbled or forged one gets a
+# clear answer instead of Discord's "This interaction failed".
+ANY_CUSTOM_ID = r"(?s).{1,100}"
+
+# Replies followed back to the menu search they page (one fetch each), before giving up.
+MENU_TARGET_HOPS = 30
+ImageSource = discord.Attachment | str  # an attachment, or an allowed media URL
 
 
 def _language(interaction: discord.Interaction) -> str:
     return str(interaction.locale)
 
 
-def page_custom_id(key: str, offset: int, surprise: bool, category: int) -> str:
-    return f"fb:p:{key}:{offset}:{int(surprise)}:{category}"
+async def _menu_target(channel: discord.abc.Messageable, shown: discord.Message) -> int:
+    """The message a "Find similar products" search was made on, found from a reply of
+    that search: its own interaction names it, a later page's names the reply whose
+    button was pressed. Raises Unreadable where the chain ends elsewhere (/similar)."""
+    message = shown
+    for _ in range(MENU_TARGET_HOPS):
+        metadata = message.interaction_metadata
+        if metadata is not None and metadata.target_message_id:
+            return metadata.target_message_id
+        if metadata is None or not metadata.interacted_message_id:
+            break
+        message = await channel.fetch_message(metadata.interacted_message_id)
+    raise Unreadable("expired")
 
 
-def _point_at(api_base: str, gateway_url: str) -> None:
-    """discord.py keeps its endpoints in class attributes: one Discord client per process."""
-    if api_base:
-        discord.http.Route.BASE = api_base.rstrip("/")
-    if gateway_url:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+def rate_limit_trace(on_too_many_requests: Callable[[], None]) -> aiohttp.TraceConfig:
+    """Counts each 429 Discord answers (discord.py waits it out and retries by itself)."""
+
+    async def on_request_end(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        if params.response.status == HTTPStatus.TOO_MANY_REQUESTS:
+            on_too_many_requests()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    return trace
 
 
-class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=PAGE_ID):
+class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=ANY_CUSTOM_ID):
     """ "More like this" / "Surprise me": a button any restart can still answer."""
 
-    def __init__(
-        self, key: str, offset: int, surprise: bool, category: int, label: str = "…"
-    ) -> None:
+    def __init__(self, custom_id: str, label: str = "…", surprise: bool = False) -> None:
         super().__init__(
             discord.ui.Button(
                 label=label,
                 style=discord.ButtonStyle.primary if surprise else discord.ButtonStyle.secondary,
-                custom_id=page_custom_id(key, offset, surprise, category),
+                custom_id=custom_id,
             )
         )
-        self.key, self.offset, self.surprise, self.category = key, offset, surprise, category
+
+    @classmethod
+    def for_token(cls, token: PageToken, label: str) -> PageButton:
+        return cls(encode_token(token), label, token.surprise)
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
     ) -> PageButton:
-        return cls(match["key"], int(match["offset"]), match["surprise"] == "1", int(match["cat"]))
+        return cls(match.string)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         frontend: DiscordBot = interaction.client.frontend  # type: ignore[attr-defined]
-        categories = frontend.engine.categories()
-        category = categories[self.category] if 0 <= self.category < len(categories) else None
-        await frontend.run_search(
-            interaction,
-            query_key=self.key,
-            offset=self.offset,
-            surprise=self.surprise,
-            category=category,
-        )
-
-
-class _RateLimitCounter(logging.Handler):
-    """discord.py waits out 429s itself and only logs them; count those log records."""
-
-    def __init__(self, frontend: DiscordBot) -> None:
-        super().__init__(logging.WARNING)
-        self._frontend = frontend
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "rate limit" in str(record.msg).lower() and self._frontend.metrics is not None:
-            self._frontend.metrics.count_platform_rate_limit(self._frontend.platform)
+        await frontend.on_page_button(interaction, self.custom_id)
 
 
 class FashionClient(discord.Client):
     def __init__(self, frontend: DiscordBot) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # not privileged; no message-content intent is needed
-        super().__init__(intents=intents)
+        trace = rate_limit_trace(frontend.count_platform_rate_limit)
+        super().__init__(intents=intents, http_trace=trace)
         self.frontend = frontend
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = frontend.on_command_error
@@ -140,17 +148,14 @@ class DiscordBot(Frontend):
     ) -> None:
         super().__init__(engine, settings, clock)
         self.ready = asyncio.Event()
-        _point_at(settings.discord.api_base, settings.discord.gateway_url)
         self.client = FashionClient(self)
         self._token = token
         self._runner: asyncio.Task[None] | None = None
-        self._rate_limit_counter = _RateLimitCounter(self)
         self._closing = False
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self, timeout_s: float = 60.0) -> None:
-        logging.getLogger("discord.http").addHandler(self._rate_limit_counter)
         self._runner = asyncio.create_task(self.client.start(self._token), name="discord")
         ready = asyncio.create_task(self.ready.wait())
         done, _ = await asyncio.wait(
@@ -167,7 +172,6 @@ class DiscordBot(Frontend):
         self._closing = True
         await self._drain(grace_s)
         await self.client.close()
-        logging.getLogger("discord.http").removeHandler(self._rate_limit_counter)
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
 
@@ -194,9 +198,7 @@ class DiscordBot(Frontend):
             category: str | None = None,
             refine: str | None = None,
         ) -> None:
-            await frontend.run_search(
-                interaction, attachment=image, text=refine, count=count, category=category
-            )
+            await frontend.search_photo(interaction, image, refine, count, category)
 
         @tree.command(name="search", description=t("en", "discord.search"))
         @app_commands.describe(text="What you are looking for", count="How many products (1-10)")
@@ -206,7 +208,7 @@ class DiscordBot(Frontend):
             count: app_commands.Range[int, 1, 10] | None = None,
             category: str | None = None,
         ) -> None:
-            await frontend.run_search(interaction, text=text, count=count, category=category)
+            await frontend.search_words(interaction, text, count, category)
 
         @similar.autocomplete("category")
         @search.autocomplete("category")
@@ -218,27 +220,13 @@ class DiscordBot(Frontend):
 
         @tree.context_menu(name=t("en", "discord.menu"))
         async def find_similar(interaction: discord.Interaction, message: discord.Message) -> None:
-            attachment = next(
-                (a for a in message.attachments if (a.content_type or "").startswith("image/")),
-                None,
-            )
-            if attachment is not None:
-                await frontend.run_search(interaction, attachment=attachment)
+            source = frontend.image_source(message)
+            if source is None:
+                await interaction.response.send_message(
+                    t(_language(interaction), "discord.no_image"), ephemeral=True
+                )
                 return
-            url = next(
-                (
-                    e.image.proxy_url or e.image.url or e.thumbnail.url
-                    for e in message.embeds
-                    if e.image.url or e.thumbnail.url
-                ),
-                None,
-            )
-            if url and frontend.media_url_allowed(url):
-                await frontend.run_search(interaction, image_url=url)
-                return
-            await interaction.response.send_message(
-                t(_language(interaction), "discord.no_image"), ephemeral=True
-            )
+            await frontend.search_photo(interaction, source)
 
     def media_url_allowed(self, url: str) -> bool:
         """Embed images are downloaded only from Discord's own media hosts (no SSRF)."""
@@ -248,28 +236,141 @@ class DiscordBot(Frontend):
             and (parts.hostname or "").lower() in self.settings.discord.allowed_media_hosts
         )
 
-    # ---- the search ------------------------------------------------------------------
+    def image_source(self, message: discord.Message) -> ImageSource | None:
+        """A message's photo: its first image attachment, else an embed image from an
+        allowed media host."""
+        attachment = next(
+            (a for a in message.attachments if (a.content_type or "").startswith("image/")), None
+        )
+        if attachment is not None:
+            return attachment
+        url = next(
+            (
+                e.image.proxy_url or e.image.url or e.thumbnail.url
+                for e in message.embeds
+                if e.image.url or e.thumbnail.url
+            ),
+            None,
+        )
+        return url if url and self.media_url_allowed(url) else None
 
-    async def run_search(
+    # ---- turning interactions into searches ------------------------------------------
+
+    async def search_photo(
         self,
         interaction: discord.Interaction,
-        *,
-        attachment: discord.Attachment | None = None,
-        image_url: str | None = None,
-        text: str | None = None,
+        source: ImageSource,
+        refine: str | None = None,
         count: int | None = None,
         category: str | None = None,
-        offset: int = 0,
-        surprise: bool = False,
-        query_key: str | None = None,
     ) -> None:
-        search = self._search(
-            interaction, attachment, image_url, text, count, category, offset, surprise, query_key
+        sizes: tuple[int, ...] = ()
+        if isinstance(source, discord.Attachment):
+            kind = (source.content_type or "").lower()
+            if kind and not kind.startswith("image/"):
+                self.counter.refused("not_an_image")
+                await self._refuse(interaction, t(_language(interaction), "not_a_photo_file"))
+                return
+            sizes = (source.size,)
+        request = SearchRequest(
+            interaction.user.id,
+            self._reader(source, refine),
+            PageToken(category=category),
+            k=count or self.settings.search.default_k,
+            declared_sizes=sizes,
+            size_limit=min(interaction.filesize_limit, self.settings.images.max_bytes),
         )
+        await self.run_search(interaction, request)
+
+    async def search_words(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        count: int | None = None,
+        category: str | None = None,
+    ) -> None:
+        async def read() -> Inputs:
+            return Inputs(text=text)
+
+        k = count or self.settings.search.default_k
+        request = SearchRequest(interaction.user.id, read, PageToken(category=category), k=k)
+        await self.run_search(interaction, request)
+
+    async def on_page_button(self, interaction: discord.Interaction, custom_id: str) -> None:
         try:
-            await self._tracked(search)
+            token = decode_token(custom_id, self.engine.categories())
+        except BadToken:
+            log.info("refused a button press with unknown custom id %r", custom_id[:100])
+            self.counter.refused("bad_token")
+            await self._refuse(interaction, t(_language(interaction), "expired"))
+            return
+        reread = self._reread_menu_target(interaction)
+        request = SearchRequest(interaction.user.id, reread, token, self.settings.search.default_k)
+        await self.run_search(interaction, request)
+
+    def _reader(self, source: ImageSource, text: str | None) -> ReadInputs:
+        async def read() -> Inputs:
+            if isinstance(source, discord.Attachment):
+                return Inputs([await source.read()], text)
+            try:
+                photo = await fetch_user_image(
+                    source,
+                    max_bytes=self.settings.images.max_bytes,
+                    allow_loopback=self.settings.discord.allow_loopback_media,
+                )
+            except (UnsafeUrl, aiohttp.ClientError, TimeoutError) as exc:
+                raise Unreadable("unsafe_or_dead_url") from exc
+            return Inputs([photo], text)
+
+        return read
+
+    def _reread_menu_target(self, interaction: discord.Interaction) -> ReadInputs | None:
+        """For a page of a "Find similar products" search: how to read that message's photo
+        again. A /similar attachment belongs to its interaction and cannot be re-read."""
+        shown, channel = interaction.message, interaction.channel
+        if shown is None or not isinstance(channel, discord.abc.Messageable):
+            return None
+
+        async def read() -> Inputs:
+            try:
+                target = await _menu_target(channel, shown)
+                source = self.image_source(await channel.fetch_message(target))
+                if source is None:
+                    raise Unreadable("expired")
+                return await self._reader(source, None)()
+            except (discord.HTTPException, Unreadable) as exc:
+                raise Unreadable("expired") from exc
+
+        return read
+
+    # ---- the search ------------------------------------------------------------------
+
+    async def run_search(self, interaction: discord.Interaction, request: SearchRequest) -> None:
+        try:
+            await self._tracked(self._search(interaction, request))
         except Exception as exc:  # buttons and commands alike: log, apologise, keep serving
             await self.on_command_error(interaction, exc)
+
+    async def _search(self, interaction: discord.Interaction, request: SearchRequest) -> None:
+        language = _language(interaction)
+        if self._closing:
+            await self._refuse(interaction, t(language, "discord.restarting"))
+            return
+        outcome = await self.flow.run(request, lambda: self._deferred(interaction))
+        if isinstance(outcome, Refusal):
+            await self._refuse(interaction, refusal_text(outcome, language))
+            return
+        if self.settings.discord.reply_style == "embeds":
+            payload = self._embeds_reply(outcome, language)
+        else:
+            payload = self._gallery_reply(outcome, language)
+        await interaction.followup.send(**payload)
+
+    @contextlib.asynccontextmanager
+    async def _deferred(self, interaction: discord.Interaction) -> AsyncIterator[None]:
+        # Within 3 s of the interaction, always: what follows may take longer.
+        await interaction.response.defer(thinking=True, ephemeral=self.settings.discord.ephemeral)
+        yield
 
     async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
         """A short ephemeral message, whether or not the interaction was deferred."""
@@ -280,87 +381,6 @@ class DiscordBot(Frontend):
             await interaction.followup.send(text, ephemeral=True)
         else:
             await interaction.response.send_message(text, ephemeral=True)
-
-    async def _search(
-        self,
-        interaction: discord.Interaction,
-        attachment: discord.Attachment | None,
-        image_url: str | None,
-        text: str | None,
-        count: int | None,
-        category: str | None,
-        offset: int,
-        surprise: bool,
-        query_key: str | None,
-    ) -> None:
-        language = _language(interaction)
-        if self._closing:
-            await self._refuse(interaction, t(language, "discord.restarting"))
-            return
-        wait = self.limiter.retry_after(interaction.user.id)
-        if wait:
-            self._refused("rate_limited")
-            await self._refuse(interaction, t(language, "rate_limited", seconds=round(wait)))
-            return
-        if attachment is not None:
-            limit = min(interaction.filesize_limit, self.settings.images.max_bytes)
-            if attachment.size > limit:
-                self._refused("too_large")
-                await self._refuse(interaction, t(language, "error.too_large"))
-                return
-            kind = (attachment.content_type or "").lower()
-            if kind and not kind.startswith("image/"):
-                self._refused("not_an_image")
-                await self._refuse(interaction, t(language, "not_a_photo_file"))
-                return
-        # Within 3 s of the interaction, always: everything below may take longer.
-        await interaction.response.defer(thinking=True, ephemeral=self.settings.discord.ephemeral)
-        try:
-            photo = None
-            if attachment is not None:
-                photo = await attachment.read()
-            elif image_url is not None:
-                photo = await fetch_user_image(
-                    image_url,
-                    max_bytes=self.settings.images.max_bytes,
-                    allow_loopback=self.settings.discord.allow_loopback_media,
-                )
-            page = await self.engine.search(
-                image=photo,
-                text=text if not query_key else None,
-                filters=Filters(category=category),
-                k=count or self.settings.search.default_k,
-                offset=offset,
-                diversity=self.settings.search.surprise_diversity if surprise else None,
-                query_key=query_key,
-            )
-        except ImageError as exc:
-            self._refused(f"image_{exc.reason}")
-            await self._refuse(interaction, t(language, f"error.{exc.reason}"))
-            return
-        except EngineBusy as exc:
-            self._refused("busy")
-            await self._refuse(interaction, t(language, "busy", seconds=round(exc.retry_after_s)))
-            return
-        except (UnsafeUrl, aiohttp.ClientError, TimeoutError):
-            self._refused("unsafe_or_dead_url")
-            await self._refuse(interaction, t(language, "discord.no_image"))
-            return
-        except QueryExpired:
-            self._refused("expired")
-            await self._refuse(interaction, t(language, "expired"))
-            return
-        self._served(page)
-        if not page.hits:
-            await self._refuse(interaction, t(language, "no_more" if offset else "no_results"))
-            return
-        categories = self.engine.categories()
-        position = categories.index(category) if category in categories else -1
-        if self.settings.discord.reply_style == "embeds":
-            payload = self._embeds_reply(page, language, position)
-        else:
-            payload = self._gallery_reply(page, language, position)
-        await interaction.followup.send(**payload)
 
     # ---- replies -----------------------------------------------------------------------
 
@@ -380,25 +400,13 @@ class DiscordBot(Frontend):
                 media.append(hit.image)
         return files, media
 
-    def _page_buttons(
-        self, page: SearchPage, language: str, category: int
-    ) -> list[discord.ui.Item[Any]]:
-        buttons: list[discord.ui.Item[Any]] = []
-        if page.has_more:
-            more = PageButton(
-                page.query_key,
-                page.offset + len(page.hits),
-                False,
-                category,
-                t(language, "button.more"),
-            )
-            buttons.append(more)
-        buttons.append(
-            PageButton(page.query_key, 0, True, category, t(language, "button.surprise"))
-        )
-        return buttons
+    def _page_buttons(self, results: Results, language: str) -> list[discord.ui.Item[Any]]:
+        return [
+            PageButton.for_token(token, t(language, key)) for key, token in results.navigation()
+        ]
 
-    def _gallery_reply(self, page: SearchPage, language: str, category: int) -> dict[str, Any]:
+    def _gallery_reply(self, results: Results, language: str) -> dict[str, Any]:
+        page = results.page
         files, media = self._files(page)
         gallery = discord.ui.MediaGallery(
             *[
@@ -422,10 +430,11 @@ class DiscordBot(Frontend):
                 discord.ui.TextDisplay(f"### {t(language, 'discord.title')}"), gallery, *sections
             )
         )
-        view.add_item(discord.ui.ActionRow(*self._page_buttons(page, language, category)))
+        view.add_item(discord.ui.ActionRow(*self._page_buttons(results, language)))
         return {"view": view, "files": files}
 
-    def _embeds_reply(self, page: SearchPage, language: str, category: int) -> dict[str, Any]:
+    def _embeds_reply(self, results: Results, language: str) -> dict[str, Any]:
+        page = results.page
         files, media = self._files(page)
         embeds, seen_urls = [], set()
         view = discord.ui.View(timeout=None)
@@ -452,14 +461,14 @@ class DiscordBot(Frontend):
                         url=link,
                     )
                 )
-        for button in self._page_buttons(page, language, category):
+        for button in self._page_buttons(results, language):
             view.add_item(button)
         return {"embeds": embeds, "files": files, "view": view}
 
     # ---- errors ----------------------------------------------------------------------
 
     async def on_command_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        self._refused("unexpected")
+        self.counter.refused("unexpected")
         command = interaction.command.qualified_name if interaction.command else "?"
         log.error(
             "command %s failed (guild %s, channel %s): %r",

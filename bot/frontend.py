@@ -1,23 +1,29 @@
-"""What every chat front-end shares: the engine, limits, stats, and in-flight tracking so
-that a shutdown can let running searches finish."""
+"""What every chat front-end shares: the engine, the one search flow (with its rate limit
+and counters), and in-flight tracking so that a shutdown can let running searches finish.
+
+A platform subclasses `Frontend`: it turns its events into `SearchRequest`s for
+`self.flow`, renders the `Results` or `Refusal` it gets back, and starts and stops its
+connection (`start`/`stop` are what `python -m bot` calls).
+"""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.flow import SearchCounter, SearchFlow
 from bot.limits import RateLimiter
 from bot.logs import new_request_id
 from bot.metrics import Metrics
 from bot.settings import BotSettings
 from bot.stats import BotStats
 from engine.search import Engine
-from engine.types import SearchPage
 
 
-class Frontend:
+class Frontend(abc.ABC):
     platform = "chat"
 
     def __init__(
@@ -27,30 +33,35 @@ class Frontend:
         self.settings = settings
         self.stats = BotStats()
         self.limiter = RateLimiter(settings.limits.searches_per_minute, clock)
+        self.counter = SearchCounter(self.platform, self.stats)
+        self.flow = SearchFlow(engine, settings, self.limiter, self.counter)
         self._in_flight: set[asyncio.Future[Any]] = set()
-        self.metrics: Metrics | None = None
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect to the platform and take updates; raise if that is impossible."""
+
+    @abc.abstractmethod
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking updates, let searches in flight finish (bounded), disconnect."""
 
     @property
+    @abc.abstractmethod
     def healthy(self) -> bool:
         """Connected to the platform and taking updates."""
-        raise NotImplementedError
 
-    def _refused(self, kind: str) -> None:
-        """A search answered with a message instead of results: count it by kind
-        (rate_limited, busy, image_<reason>, too_large, expired, unexpected, ...)."""
-        if kind == "rate_limited":
-            self.stats.rate_limited += 1
-        elif kind == "busy":
-            self.stats.busy += 1
-        elif kind == "unexpected":
-            self.stats.errors += 1
-        if self.metrics is not None:
-            self.metrics.count_error(self.platform, kind)
+    @property
+    def metrics(self) -> Metrics | None:
+        return self.counter.metrics
 
-    def _served(self, page: SearchPage) -> None:
-        self.stats.record_search(page.timings_ms.get("total_ms", 0.0))
+    @metrics.setter
+    def metrics(self, metrics: Metrics | None) -> None:
+        self.counter.metrics = metrics
+
+    def count_platform_rate_limit(self) -> None:
+        """The platform itself told the bot to slow down (an HTTP 429)."""
         if self.metrics is not None:
-            self.metrics.observe_search(self.platform, page.timings_ms, len(page.hits))
+            self.metrics.count_platform_rate_limit(self.platform)
 
     async def _tracked(self, work: Awaitable[None]) -> None:
         """Run one search so that `_drain` can wait for it; its log lines carry a request id."""

@@ -53,8 +53,6 @@ class DiscordSettings(Section):
     reply_style: Literal["gallery", "embeds"] = "gallery"
     ephemeral: bool = False
     media_hosts: str = "cdn.discordapp.com,media.discordapp.net"
-    api_base: str = ""
-    gateway_url: str = ""
     allow_loopback_media: bool = False  # only for tests against a local fake Discord
 
     @property

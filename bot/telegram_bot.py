@@ -1,9 +1,10 @@
-"""Telegram front-end: platform events in, engine calls, albums out.
+"""Telegram front-end: platform events in, `SearchFlow` requests, albums out.
 
-Paging is stateless: the keyboard under an album replies to the shopper's own message,
-so "More like this" re-reads the query (photo file id, caption or /search text) from
-Telegram itself. Buttons keep working after a restart, and callback data stays tiny
-whatever the product ids look like.
+Paging: each button's callback data is a page token (bot/paging.py) naming the search by
+the engine's query key, so a page is ranked from the stored query vector without running
+the model. The keyboard under an album replies to the shopper's own message, so when the
+engine's query store has forgotten a search, the page re-reads the original (photo file
+id, caption or /search text) from Telegram and embeds it again.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import httpx
 from telegram import (
     BotCommand,
     InlineKeyboardButton,
@@ -33,7 +36,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -45,23 +48,26 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unreadable, refusal_text
 from bot.frontend import Frontend
 from bot.i18n import languages, t
+from bot.paging import BadToken, PageToken, decode_token, encode_token
 from bot.render import button_label, caption_html, shop_link
 from bot.settings import BotSettings
-from engine.batcher import EngineBusy
-from engine.images import ImageError
 from engine.index import IndexLoadError
 from engine.search import Engine
-from engine.types import Filters, Hit, SearchPage
+from engine.types import Hit
 
 log = logging.getLogger(__name__)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB
 CHAT_ACTION_EVERY_S = 4.0  # Telegram shows an action for 5 s
-CALLBACK_PREFIX = "p"
+# Telegram's wording where it differs: its Bot API downloads at most 20 MB.
+TELEGRAM_WORDING = {"too_large": "file_too_large"}
+INLINE_REFUSAL_CACHE_S = {"rate_limited": 5, "busy": 1}  # others: the usual 30 s
 FILE_ID_CACHE_SIZE = 20_000
 WEBHOOK_SECRET_VARIABLE = "TELEGRAM_WEBHOOK_SECRET"
 _NOT_PHOTO_MIME = ("video/", "audio/", "text/", "application/pdf", "application/zip")
@@ -78,28 +84,6 @@ class Query:
     @property
     def empty(self) -> bool:
         return not self.photo_file_ids and not self.text
-
-
-@dataclass(frozen=True)
-class PageRequest:
-    offset: int = 0
-    surprise: bool = False
-    category: str | None = None
-
-
-def encode_page(request: PageRequest, categories: list[str]) -> str:
-    """Callback data, at most 64 bytes: categories go by their position in the catalog."""
-    position = categories.index(request.category) if request.category in categories else -1
-    return f"{CALLBACK_PREFIX}:{request.offset}:{int(request.surprise)}:{position}"
-
-
-def decode_page(data: str, categories: list[str]) -> PageRequest | None:
-    match = re.fullmatch(rf"{CALLBACK_PREFIX}:(\d{{1,6}}):([01]):(-?\d{{1,4}})", data or "")
-    if not match:
-        return None
-    position = int(match.group(3))
-    category = categories[position] if 0 <= position < len(categories) else None
-    return PageRequest(int(match.group(1)), match.group(2) == "1", category)
 
 
 class FileIdCache:
@@ -122,19 +106,20 @@ class FileIdCache:
             self._ids.popitem(last=False)
 
 
-class CountingRateLimiter(AIORateLimiter):
-    """python-telegram-bot's limiter (it waits out each 429 and retries), counting the 429s."""
+def counting_request(on_too_many_requests: Callable[[], None], timeout_s: float) -> HTTPXRequest:
+    """python-telegram-bot's own HTTP client, counting each 429 the Bot API answers
+    (python-telegram-bot's AIORateLimiter then waits it out and retries)."""
 
-    def __init__(self, on_retry_after: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._on_retry_after = on_retry_after
+    async def on_response(response: httpx.Response) -> None:
+        if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+            on_too_many_requests()
 
-    async def _run_request(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await super()._run_request(*args, **kwargs)
-        except RetryAfter:
-            self._on_retry_after()
-            raise
+    return HTTPXRequest(
+        read_timeout=timeout_s,
+        write_timeout=timeout_s,
+        media_write_timeout=max(20.0, timeout_s),
+        httpx_kwargs={"event_hooks": {"response": [on_response]}},
+    )
 
 
 class TelegramBot(Frontend):
@@ -157,10 +142,12 @@ class TelegramBot(Frontend):
             .token(token)
             .base_url(settings.telegram.base_url)
             .base_file_url(settings.telegram.base_file_url)
-            .rate_limiter(CountingRateLimiter(self._count_retry_after, max_retries=3))
-            .read_timeout(settings.telegram.request_timeout_s)
-            .write_timeout(settings.telegram.request_timeout_s)
-            .media_write_timeout(max(20.0, settings.telegram.request_timeout_s))
+            .rate_limiter(AIORateLimiter(max_retries=3))
+            .request(
+                counting_request(
+                    self.count_platform_rate_limit, settings.telegram.request_timeout_s
+                )
+            )
             .concurrent_updates(64)
             .build()
         )
@@ -223,10 +210,6 @@ class TelegramBot(Frontend):
             await self.application.stop()
         await self.application.shutdown()
 
-    def _count_retry_after(self) -> None:
-        if self.metrics is not None:
-            self.metrics.count_platform_rate_limit(self.platform)
-
     @property
     def healthy(self) -> bool:
         updater = self.application.updater
@@ -259,7 +242,7 @@ class TelegramBot(Frontend):
         if not text:
             await message.reply_text(t(_language(update), "search_usage"))
             return
-        await self._tracked(self._answer(update, message, Query(text=text), PageRequest()))
+        await self._tracked(self._answer(update, message, Query(text=text), PageToken()))
 
     async def on_similar_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -273,7 +256,7 @@ class TelegramBot(Frontend):
             return
         if extra:
             query = Query(query.photo_file_ids, query.photo_sizes, extra)
-        await self._tracked(self._answer(update, message, query, PageRequest()))
+        await self._tracked(self._answer(update, message, query, PageToken()))
 
     async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -374,7 +357,7 @@ class TelegramBot(Frontend):
         if message.media_group_id:
             await self._collect_album_photo(update, message)
             return
-        await self._tracked(self._answer(update, message, self.query_of(message), PageRequest()))
+        await self._tracked(self._answer(update, message, self.query_of(message), PageToken()))
 
     async def _collect_album_photo(self, update: Update, message: Message) -> None:
         """Photos sent together arrive as separate updates: gather them for a moment,
@@ -394,7 +377,7 @@ class TelegramBot(Frontend):
             tuple(size for q in queries for size in q.photo_sizes),
             next((q.text for q in queries if q.text), None),
         )
-        await self._tracked(self._answer(update, messages[0], combined, PageRequest()))
+        await self._tracked(self._answer(update, messages[0], combined, PageToken()))
 
     async def on_sticker(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.effective_message is not None:
@@ -408,76 +391,69 @@ class TelegramBot(Frontend):
         callback = update.callback_query
         if callback is None:
             return
-        request = decode_page(callback.data or "", self.engine.categories())
         keyboard_message = callback.message if isinstance(callback.message, Message) else None
         origin = keyboard_message.reply_to_message if keyboard_message is not None else None
         query = self.query_of(origin)
-        if request is None or origin is None or query.empty:
+        try:
+            token = decode_token(callback.data or "", self.engine.categories())
+        except BadToken:
+            log.info("refused a button press with unknown data %r", (callback.data or "")[:64])
+            token = None
+        answerable = token is not None and (token.query_key or not query.empty)
+        if token is None or keyboard_message is None or not answerable:
             await callback.answer(t(_language(update), "expired"), show_alert=True)
             return
         await callback.answer()
-        await self._tracked(self._answer(update, origin, query, request))
+        await self._tracked(self._answer(update, origin or keyboard_message, query, token))
 
     # ---- the search and the reply ----------------------------------------------------
 
     async def _answer(
-        self, update: Update, origin: Message, query: Query, request: PageRequest
+        self, update: Update, origin: Message, query: Query, token: PageToken
     ) -> None:
+        """Run the search flow for `query` (or the page `token` names) and reply to `origin`."""
         language = _language(update)
         chat_id = origin.chat_id
         user = update.effective_user
-        wait = self.limiter.retry_after(user.id) if user is not None else 0.0
-        if wait:
-            self._refused("rate_limited")
-            await self._say(chat_id, origin, t(language, "rate_limited", seconds=round(wait)))
+        request = SearchRequest(
+            user_id=user.id if user is not None else None,
+            read_inputs=self._reader(query),
+            page=token,
+            k=self.settings.telegram.album_size,
+            declared_sizes=query.photo_sizes,
+            size_limit=min(TELEGRAM_DOWNLOAD_LIMIT, self.settings.images.max_bytes),
+        )
+        outcome = await self.flow.run(request, lambda: self._uploading(chat_id))
+        if isinstance(outcome, Refusal):
+            await self._say(chat_id, origin, refusal_text(outcome, language, TELEGRAM_WORDING))
             return
-        if any(
-            size > min(TELEGRAM_DOWNLOAD_LIMIT, self.settings.images.max_bytes)
-            for size in query.photo_sizes
-        ):
-            self._refused("too_large")
-            await self._say(chat_id, origin, t(language, "file_too_large"))
-            return
-        action = asyncio.create_task(self._keep_uploading_action(chat_id))
-        try:
+        await self._send_album(chat_id, origin, outcome.page.hits, language)
+        await self._send_keyboard(chat_id, origin, outcome, language)
+
+    def _reader(self, query: Query) -> ReadInputs | None:
+        """How to (re-)read a query's photos and words from Telegram."""
+        if query.empty:
+            return None
+
+        async def read() -> Inputs:
             photos = await asyncio.gather(*(self._download(fid) for fid in query.photo_file_ids))
-            search = self.settings.search
-            page = await self.engine.search(
-                images=photos,
-                text=query.text,
-                filters=Filters(category=request.category),
-                k=self.settings.telegram.album_size,
-                offset=request.offset,
-                diversity=search.surprise_diversity if request.surprise else None,
-            )
-        except ImageError as exc:
-            self._refused(f"image_{exc.reason}")
-            await self._say(chat_id, origin, t(language, f"error.{exc.reason}"))
-            return
-        except _TooLarge:
-            self._refused("too_large")
-            await self._say(chat_id, origin, t(language, "file_too_large"))
-            return
-        except EngineBusy as exc:
-            self._refused("busy")
-            await self._say(chat_id, origin, t(language, "busy", seconds=round(exc.retry_after_s)))
-            return
-        finally:
-            action.cancel()
-        self._served(page)
-        if not page.hits:
-            await self._say(
-                chat_id, origin, t(language, "no_more" if request.offset else "no_results")
-            )
-            return
-        await self._send_album(chat_id, origin, page.hits, language)
-        await self._send_keyboard(chat_id, origin, page, request, language)
+            return Inputs(list(photos), query.text)
+
+        return read
 
     async def _download(self, file_id: str) -> bytes:
         file = await self.application.bot.get_file(file_id)
         if file.file_size and file.file_size > self.settings.images.max_bytes:
-            raise _TooLarge()
+            raise Unreadable("too_large")
         return bytes(await file.download_as_bytearray())
+
+    @contextlib.asynccontextmanager
+    async def _uploading(self, chat_id: int) -> AsyncIterator[None]:
+        action = asyncio.create_task(self._keep_uploading_action(chat_id))
+        try:
+            yield
+        finally:
+            action.cancel()
 
     async def _keep_uploading_action(self, chat_id: int) -> None:
         with contextlib.suppress(asyncio.CancelledError):
@@ -554,9 +530,8 @@ class TelegramBot(Frontend):
             except BadRequest as exc:
                 log.warning("product photo %s rejected: %s", key, exc.message)
 
-    def keyboard(
-        self, page: SearchPage, request: PageRequest, language: str | None
-    ) -> InlineKeyboardMarkup:
+    def keyboard(self, results: Results, language: str | None) -> InlineKeyboardMarkup:
+        page = results.page
         rows: list[list[InlineKeyboardButton]] = [
             [
                 InlineKeyboardButton(
@@ -566,54 +541,27 @@ class TelegramBot(Frontend):
             ]
             for n, hit in enumerate(page.hits, start=page.offset + 1)
         ]
-        categories = self.engine.categories()
-        navigation = []
-        if page.has_more:
-            more = PageRequest(page.offset + len(page.hits), request.surprise, request.category)
-            navigation.append(
-                InlineKeyboardButton(
-                    t(language, "button.more"), callback_data=encode_page(more, categories)
-                )
-            )
-        surprise = PageRequest(0, True, request.category)
-        navigation.append(
-            InlineKeyboardButton(
-                t(language, "button.surprise"), callback_data=encode_page(surprise, categories)
-            )
-        )
-        rows.append(navigation)
-        # Categories of what is on screen first: the likeliest refinements.
-        shown = [h.product.category for h in page.hits if h.product.category]
-        choices = [c for c in dict.fromkeys(shown + categories) if c != request.category][:6]
+        rows.append([_page_button(t(language, key), token) for key, token in results.navigation()])
         buttons = [
-            InlineKeyboardButton(
-                t(language, "button.category", category=c),
-                callback_data=encode_page(PageRequest(0, False, c), categories),
-            )
-            for c in choices
+            _page_button(t(language, "button.category", category=c), results.only(c))
+            for c in self._category_choices(results)
         ]
-        if request.category:
-            buttons.append(
-                InlineKeyboardButton(
-                    t(language, "button.all"), callback_data=encode_page(PageRequest(), categories)
-                )
-            )
+        if results.token.category:
+            buttons.append(_page_button(t(language, "button.all"), results.only(None)))
         rows += [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
         return InlineKeyboardMarkup(rows)
 
+    def _category_choices(self, results: Results) -> list[str]:
+        """Categories of what is on screen first: the likeliest refinements."""
+        shown = [h.product.category for h in results.page.hits if h.product.category]
+        everything = dict.fromkeys(shown + self.engine.categories())
+        return [c for c in everything if c != results.token.category][:6]
+
     async def _send_keyboard(
-        self,
-        chat_id: int,
-        origin: Message,
-        page: SearchPage,
-        request: PageRequest,
-        language: str | None,
+        self, chat_id: int, origin: Message, results: Results, language: str | None
     ) -> None:
         await self._say(
-            chat_id,
-            origin,
-            t(language, "results"),
-            reply_markup=self.keyboard(page, request, language),
+            chat_id, origin, t(language, "results"), reply_markup=self.keyboard(results, language)
         )
 
     # ---- inline mode -------------------------------------------------------------------
@@ -622,20 +570,20 @@ class TelegramBot(Frontend):
         inline = update.inline_query
         if inline is None or not inline.query.strip():
             return
-        language = _language(update)
-        if self.limiter.retry_after(inline.from_user.id):
-            self._refused("rate_limited")
-            await inline.answer([], cache_time=5)
-            return
+        words = inline.query.strip()
+
+        async def read() -> Inputs:
+            return Inputs(text=words)
+
         offset = int(inline.offset) if inline.offset.isdigit() else 0
-        try:
-            page = await self.engine.search(
-                text=inline.query.strip(), k=self.settings.search.max_k, offset=offset
-            )
-        except EngineBusy:
-            self._refused("busy")
-            await inline.answer([], cache_time=1)
+        request = SearchRequest(
+            inline.from_user.id, read, PageToken(offset=offset), k=self.settings.search.max_k
+        )
+        outcome = await self.flow.run(request, contextlib.nullcontext)
+        if isinstance(outcome, Refusal):
+            await inline.answer([], cache_time=INLINE_REFUSAL_CACHE_S.get(outcome.kind, 30))
             return
+        page, language = outcome.page, _language(update)
         results = [self._inline_result(hit, language) for hit in page.hits]
         next_offset = str(offset + len(page.hits)) if page.has_more else ""
         await inline.answer(results, cache_time=30, next_offset=next_offset)
@@ -671,7 +619,7 @@ class TelegramBot(Frontend):
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """One place for everything a handler did not expect: log with context, apologise."""
         error = context.error
-        self._refused("unexpected")
+        self.counter.refused("unexpected")
         where = ""
         if isinstance(update, Update):
             chat = update.effective_chat
@@ -688,13 +636,13 @@ class BotConfigError(ValueError):
     """The bot cannot start with these settings; the message says what to set."""
 
 
-class _TooLarge(Exception):
-    """A file Telegram reports as larger than we accept."""
-
-
 def _language(update: Update) -> str | None:
     user = update.effective_user
     return user.language_code if user is not None else None
+
+
+def _page_button(label: str, token: PageToken) -> InlineKeyboardButton:
+    return InlineKeyboardButton(label, callback_data=encode_token(token))
 
 
 def _reply_to(message: Message) -> ReplyParameters:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import discord
 import pytest
 
 from bot.discord_bot import DiscordBot
+from bot.metrics import Metrics
 from engine.batcher import EngineBusy
+from engine.query_store import QueryStore
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES
 from tests.fakes.discord_api import APP_ID, FakeDiscord
+from tests.fakes.discord_redirect import endpoints
 from tests.fakes.hostile_images import png_bomb
 
 with DEMO_CATALOG.open(newline="") as _handle:
@@ -32,13 +35,8 @@ def photo(name: str = "dress-1.jpg") -> bytes:
 async def fake_discord(monkeypatch) -> AsyncIterator[FakeDiscord]:
     fake = FakeDiscord()
     await fake.start()
-    # restore discord.py's endpoints afterwards; the bot points them at the fake (config)
-    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket,
-        "DEFAULT_GATEWAY",
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-    )
+    for owner, name, value in endpoints(fake.api_base, fake.gateway_url):
+        monkeypatch.setattr(owner, name, value)  # for this test only
     yield fake
     await fake.stop()
 
@@ -49,8 +47,6 @@ async def start_bot(engine, settings, fake: FakeDiscord, **discord_settings: Any
         discord={
             "media_hosts": "127.0.0.1",
             "allow_loopback_media": True,
-            "api_base": fake.api_base,
-            "gateway_url": fake.gateway_url,
             **discord_settings,
         },
         limits=limits,
@@ -312,3 +308,84 @@ async def test_commands_sync_to_a_test_guild_when_configured(
         }
     finally:
         await bot.stop()
+
+
+async def test_discord_429s_are_waited_out_and_counted(engine, settings, fake_discord) -> None:
+    bot = await start_bot(engine, settings, fake_discord)
+    metrics = Metrics(engine)
+    bot.metrics = metrics
+    try:
+        fake_discord.fail("POST", f"/webhooks/{APP_ID}/", retry_after=0.2)
+        await fake_discord.interact(fake_discord.similar(photo()))
+        refused, delivered = await fake_discord.wait_for("POST", f"/webhooks/{APP_ID}/", 2)
+        assert gallery_titles(delivered) == gallery_titles(refused)  # the same reply, retried
+    finally:
+        await bot.stop()
+    page = metrics.render().decode()
+    assert 'fashionbot_platform_rate_limits_total{platform="discord"} 1.0' in page
+
+
+async def test_page_buttons_never_run_the_model(discord_bot, fake_discord) -> None:
+    await fake_discord.interact(fake_discord.similar(photo("skirt-5.jpg")))
+    first = await followup(fake_discord)
+    model_batches = discord_bot.engine.batcher.stats.batches
+    for n, label in enumerate(("More like this", "Surprise me"), start=2):
+        await fake_discord.interact(fake_discord.button(page_button(first, label), first.response))
+        assert gallery_titles(await followup(fake_discord, n))
+    assert discord_bot.engine.batcher.stats.batches == model_batches
+
+
+async def test_a_forgotten_menu_search_reads_the_message_photo_again(
+    discord_bot, fake_discord
+) -> None:
+    posted = fake_discord.message_payload(
+        attachments=[fake_discord.attachment(photo("outwear-1.jpg"), "coat.jpg")]
+    )
+    await fake_discord.interact(fake_discord.context_menu(posted))
+    first = await followup(fake_discord)
+    more = page_button(first, "More like this")
+    await fake_discord.interact(fake_discord.button(more, first.response))
+    remembered = await followup(fake_discord, 2)
+    model_batches = discord_bot.engine.batcher.stats.batches
+
+    discord_bot.engine.queries = QueryStore(None)  # the store forgot every search
+    await fake_discord.interact(fake_discord.button(more, first.response))
+    re_embedded = await followup(fake_discord, 3)
+    assert gallery_titles(re_embedded) == gallery_titles(remembered)
+    assert discord_bot.engine.batcher.stats.batches > model_batches
+
+    discord_bot.engine.queries = QueryStore(None)  # a later page: found back via its reply
+    third = page_button(re_embedded, "More like this")
+    await fake_discord.interact(fake_discord.button(third, re_embedded.response))
+    assert gallery_titles(await followup(fake_discord, 4))
+
+
+async def test_a_forgotten_similar_search_asks_for_the_photo_again(
+    discord_bot, fake_discord
+) -> None:
+    await fake_discord.interact(fake_discord.similar(photo("hat-2.jpg")))
+    first = await followup(fake_discord)
+    discord_bot.engine.queries = QueryStore(None)
+    await fake_discord.interact(
+        fake_discord.button(page_button(first, "More like this"), first.response)
+    )
+    notice = await followup(fake_discord, 2)
+    assert notice.payload["flags"] & EPHEMERAL
+    assert "send the photo again" in notice.payload["content"]
+    assert discord_bot.stats.errors == 0
+
+
+@pytest.mark.parametrize(
+    "custom_id", ["hello", "fb1:0123456789abcdef:6:n:deadbeef:-", "fb:p:zz:1:0:0", "é" * 100]
+)
+async def test_forged_custom_ids_get_a_clear_answer(discord_bot, fake_discord, custom_id) -> None:
+    await fake_discord.interact(fake_discord.similar(photo()))
+    first = await followup(fake_discord)
+    # Discord only sends presses of buttons a message has: forge the message's button.
+    real = json.dumps(page_button(first, "More like this"))
+    forged = json.loads(json.dumps(first.response).replace(real, json.dumps(custom_id)))
+    press = await fake_discord.interact(fake_discord.button(custom_id, forged))
+    answer = (await fake_discord.wait_for("POST", f"/interactions/{press['id']}/"))[0]
+    assert answer.payload["data"]["flags"] & EPHEMERAL
+    assert "send the photo again" in answer.payload["data"]["content"]
+    assert discord_bot.stats.errors == 0

@@ -79,25 +79,3 @@ async def test_platform_rate_limits_are_counted(engine, settings, api) -> None:
         await bot.stop()
     page = metrics.render().decode()
     assert 'fashionbot_platform_rate_limits_total{platform="telegram"} 1.0' in page
-
-
-def test_discord_rate_limit_log_records_are_counted(engine, settings) -> None:
-    from bot.discord_bot import DiscordBot
-
-    bot = DiscordBot(engine, settings, "fake.token.for-counting")
-    metrics = Metrics(engine)
-    bot.metrics = metrics
-    http_log = logging.getLogger("discord.http")
-    http_log.addHandler(bot._rate_limit_counter)
-    try:
-        http_log.warning(
-            "We are being rate limited. %s %s responded with 429. Retrying in %.2f seconds.",
-            "POST",
-            "/interactions",
-            1.0,
-        )
-        http_log.warning("something else")
-    finally:
-        http_log.removeHandler(bot._rate_limit_counter)
-    page = metrics.render().decode()
-    assert 'fashionbot_platform_rate_limits_total{platform="discord"} 1.0' in page

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from bot.flow import Results
 from bot.i18n import catalog, languages
-from bot.telegram_bot import PageRequest, TelegramBot, decode_page, encode_page
+from bot.paging import PageToken
+from bot.telegram_bot import TelegramBot
 from engine.batcher import EngineBusy
+from engine.query_store import QueryStore
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES
 from tests.fakes.hostile_images import png_bomb
 from tests.fakes.telegram_api import BOT_USER, FakeBotApi
@@ -402,26 +405,73 @@ def test_every_message_exists_in_every_language() -> None:
         assert all(catalog(language)[key].strip() for key in english)
 
 
-def test_callback_data_is_small_for_any_catalog() -> None:
-    categories = ["x" * 300, "dress", "ünïcødé-category-" * 10]
-    for request in (
-        PageRequest(999_990, True, categories[0]),
-        PageRequest(0, False, categories[2]),
-    ):
-        data = encode_page(request, categories)
-        assert len(data.encode()) <= 64
-        assert decode_page(data, categories) == request
-    assert decode_page("garbage", categories) is None
-
-
 def test_long_product_ids_keep_callback_data_small(running) -> None:
     from engine.types import Hit, Product, SearchPage
 
     product = Product(
         "P" * 500, "T" * 300, "https://shop.example.com/" + "a" * 500, "x.jpg", 1.0, "EUR"
     )
-    page = SearchPage([Hit(product, 0.9, "x.jpg")] * 6, offset=0, has_more=True)
-    markup = running.keyboard(page, PageRequest(), "en")
+    page = SearchPage(
+        [Hit(product, 0.9, "x.jpg")] * 6, offset=999_990, has_more=True, query_key="f" * 16
+    )
+    markup = running.keyboard(Results(page, PageToken("f" * 16, 999_990)), "en")
     for row in markup.inline_keyboard:
         for key in row:
             assert key.callback_data is None or len(key.callback_data.encode()) <= 64
+
+
+async def test_page_buttons_never_run_the_model_or_download_again(running, api) -> None:
+    await api.send_message(photo=photo("hat-1.jpg"))
+    await api.wait_for("sendMediaGroup")
+    keyboard = (await api.wait_for("sendMessage"))[0]
+    model_batches = running.engine.batcher.stats.batches
+    shown = keyboard_message(api, keyboard)
+    for label in ("More like this", "Only ", "Surprise me"):
+        await api.press(shown, button(keyboard, label)["callback_data"])
+    await api.wait_for("sendMediaGroup", 4)
+    assert running.engine.batcher.stats.batches == model_batches
+    assert len(api.sent("getFile")) == 1  # only the shopper's photo, once
+
+
+async def test_a_forgotten_search_is_embedded_again_from_the_original_photo(running, api) -> None:
+    await api.send_message(photo=photo("skirt-2.jpg"))
+    keyboard = (await api.wait_for("sendMessage"))[0]
+    more = button(keyboard, "More like this")["callback_data"]
+    await api.press(keyboard_message(api, keyboard), more)
+    remembered = (await api.wait_for("sendMediaGroup", 2))[1]
+    model_batches = running.engine.batcher.stats.batches
+
+    running.engine.queries = QueryStore(None)  # the store forgot every search
+    await api.press(keyboard_message(api, keyboard), more)
+    re_embedded = (await api.wait_for("sendMediaGroup", 3))[2]
+    assert titles(re_embedded) == titles(remembered)  # the same page, found again
+    assert running.engine.batcher.stats.batches > model_batches
+    assert len(api.sent("getFile")) == 2
+    assert not api.sent("answerCallbackQuery")[-1].params.get("show_alert")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "hello",
+        "fb1:0123456789abcdef:6:n:deadbeef:-",  # a category this index does not have
+        "fb1:0123456789abcdef:99999999:n:-:-",
+        "p:1:1",
+        "x" * 64,
+    ],
+)
+async def test_forged_button_data_gets_a_clear_answer(running, api, data) -> None:
+    await api.send_message(photo=photo("hat-1.jpg"))
+    keyboard = (await api.wait_for("sendMessage"))[0]
+    await api.press(keyboard_message(api, keyboard), data)
+    answer = (await api.wait_for("answerCallbackQuery"))[0]
+    assert "send the photo again" in answer.params["text"] and answer.params["show_alert"]
+    assert len(api.sent("sendMediaGroup")) == 1 and running.stats.errors == 0
+
+
+async def test_a_page_of_an_unknown_search_without_its_photo_says_expired(running, api) -> None:
+    orphan = api.message(text="results", extra={"from": BOT_USER})
+    await api.press(orphan, "fb1:0123456789abcdef:6:n:-:-")
+    notice = (await api.wait_for("sendMessage"))[0]
+    assert "send the photo again" in notice.params["text"]
+    assert running.stats.errors == 0

@@ -195,6 +195,7 @@ async def test_both_bots_in_one_process_and_sigterm_drains_searches(
     """The real `python -m bot` with both tokens: one engine serves Telegram and Discord;
     a photo is being searched when SIGTERM arrives, and still gets its album."""
     from tests.fakes.discord_api import APP_ID, FakeDiscord
+    from tests.fakes.discord_redirect import API_BASE_VARIABLE, GATEWAY_VARIABLE
 
     fake_discord = FakeDiscord()
     await fake_discord.start()
@@ -210,14 +211,14 @@ async def test_both_bots_in_one_process_and_sigterm_drains_searches(
         "FASHIONBOT_SEARCH__QUERY_STORE": str(tmp_path / "queries.sqlite"),
         "FASHIONBOT_TELEGRAM__BASE_URL": api.base_url,
         "FASHIONBOT_TELEGRAM__BASE_FILE_URL": api.base_file_url,
-        "FASHIONBOT_DISCORD__API_BASE": fake_discord.api_base,
-        "FASHIONBOT_DISCORD__GATEWAY_URL": fake_discord.gateway_url,
+        API_BASE_VARIABLE: fake_discord.api_base,
+        GATEWAY_VARIABLE: fake_discord.gateway_url,
         "FASHIONBOT_HTTP__PORT": "0",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot",
+        "tests.fakes.discord_redirect",  # `python -m bot`, with discord.py pointed at the fake
         cwd=REPO_ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -1,7 +1,10 @@
 """A fake Discord on loopback for the real discord.py client: REST under /api/v10 (point
 `discord.http.Route.BASE` here) and a gateway websocket that says HELLO, answers
 IDENTIFY with READY and heartbeats with ACKs, and dispatches INTERACTION_CREATE events
-that tests build from raw payloads. Attachments are served by the same server."""
+that tests build from raw payloads. Attachments are served by the same server, and so
+are the messages built with `message_payload` (GET .../messages/{id}). Messages the bot
+sends in answer to an interaction carry its `interaction_metadata`, as Discord's do.
+`fail` makes the next matching request answer 429, as Discord's rate limits do."""
 
 from __future__ import annotations
 
@@ -55,6 +58,9 @@ class FakeDiscord(LoopbackServer):
         self._sequence = itertools.count(2)
         self._changed = asyncio.Condition()
         self.identified = asyncio.Event()
+        self.messages: dict[str, dict[str, Any]] = {}  # everything posted, by id
+        self._interactions: dict[str, dict[str, Any]] = {}  # by interaction token
+        self._failures: list[tuple[str, str, float]] = []
 
     # ---- server -----------------------------------------------------------------------
 
@@ -184,7 +190,7 @@ class FakeDiscord(LoopbackServer):
         embeds: list[dict[str, Any]] = (),
         author: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return {
+        message = {
             "id": self.snowflake(),
             "channel_id": CHANNEL_ID,
             "author": author
@@ -209,6 +215,12 @@ class FakeDiscord(LoopbackServer):
             "flags": 0,
             "components": [],
         }
+        self.messages[message["id"]] = message
+        return message
+
+    def fail(self, method: str, fragment: str, retry_after: float = 0.2) -> None:
+        """The next `method` request whose path contains `fragment` answers 429."""
+        self._failures.append((method, fragment, retry_after))
 
     def context_menu(
         self,
@@ -243,6 +255,7 @@ class FakeDiscord(LoopbackServer):
                 await socket.send_str(frame)
 
     async def interact(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self._interactions[payload["token"]] = payload
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
@@ -308,18 +321,47 @@ class FakeDiscord(LoopbackServer):
             with contextlib.suppress(ValueError):
                 payload = await request.json()
         call = RestCall(request.method, path, payload, files)
-        response = self._answer(call)
+        response = self._rate_limited(call) or self._answer(call)
         async with self._changed:
             self.calls.append(call)
             self._changed.notify_all()
         return response
 
-    def _message(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _rate_limited(self, call: RestCall) -> web.Response | None:
+        for failure in self._failures:
+            method, fragment, retry_after = failure
+            if call.method == method and fragment in call.path:
+                self._failures.remove(failure)
+                body = {"message": "You are being rate limited.", "retry_after": retry_after}
+                return web.Response(
+                    status=429,
+                    body=json.dumps({**body, "global": False}).encode(),
+                    headers={"Content-Type": "application/json", "Via": "1.1 google"},
+                )
+        return None
+
+    def _message(self, payload: dict[str, Any], token: str = "") -> dict[str, Any]:
         message = self.message_payload(author=BOT_USER)
         message.update(
             {k: payload[k] for k in ("content", "embeds", "flags", "components") if k in payload}
         )
+        interaction = self._interactions.get(token)
+        if interaction is not None:
+            message["interaction_metadata"] = self._metadata(interaction)
         return message
+
+    def _metadata(self, interaction: dict[str, Any]) -> dict[str, Any]:
+        metadata = {
+            "id": interaction["id"],
+            "type": interaction["type"],
+            "user": interaction["member"]["user"],
+            "authorizing_integration_owners": interaction["authorizing_integration_owners"],
+        }
+        if interaction["type"] == 2 and interaction["data"].get("type") == 3:
+            metadata["target_message_id"] = interaction["data"]["target_id"]
+        if interaction["type"] == 3:
+            metadata["interacted_message_id"] = interaction["message"]["id"]
+        return metadata
 
     def _answer(self, call: RestCall) -> web.Response:
         path = call.path
@@ -385,8 +427,11 @@ class FakeDiscord(LoopbackServer):
                 }
             )
         if path.startswith("/webhooks/") and call.method in ("POST", "PATCH"):
-            call.response = self._message(call.payload)
+            call.response = self._message(call.payload, path.split("/")[3])
             return _json(call.response)
+        if path.startswith(f"/channels/{CHANNEL_ID}/messages/") and call.method == "GET":
+            posted = self.messages.get(path.rsplit("/", 1)[1])
+            return _json(posted) if posted else web.Response(status=404)
         if call.method == "DELETE":
             return web.Response(status=204)
         return _json({})

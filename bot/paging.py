@@ -1,0 +1,107 @@
+"""One page token for every chat: what a "More like this", "Surprise me" or filter button
+asks for, small enough for Telegram's 64-byte callback data (Discord allows 100).
+
+A token names the search by the engine's query key (the query vector kept in the engine's
+query store), so a page never runs the model. Categories travel as a short digest of
+their name rather than their position, so a new index build that adds or reorders
+categories can never make an old button filter on the wrong one.
+
+    fb1:<query key>:<offset>:<mode>:<category digest or ->:<garment or ->
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.query_store import KEY_CHARS
+
+TOKEN_PREFIX = "fb1"
+MAX_TOKEN_BYTES = 64  # Telegram's callback_data limit, the smaller of the two platforms
+MAX_OFFSET = 999_999
+MAX_GARMENT = 99
+CATEGORY_DIGEST_CHARS = 8
+NO_VALUE = "-"
+
+_TOKEN = re.compile(
+    rf"{TOKEN_PREFIX}:(?P<key>[0-9a-f]{{{KEY_CHARS}}}):(?P<offset>\d{{1,6}}):(?P<mode>[ns]):"
+    rf"(?P<category>[0-9a-f]{{{CATEGORY_DIGEST_CHARS}}}|-):(?P<garment>\d{{1,2}}|-)"
+)
+# Buttons already sent before this codec: Telegram's carried no query key, Discord's
+# named the category by its position in the catalog's category list.
+_LEGACY_TELEGRAM = re.compile(r"p:(?P<offset>\d{1,6}):(?P<surprise>[01]):(?P<position>-?\d{1,4})")
+_LEGACY_DISCORD = re.compile(
+    rf"fb:p:(?P<key>[0-9a-f]{{{KEY_CHARS}}}):(?P<offset>\d{{1,6}}):(?P<surprise>[01]):"
+    r"(?P<position>-?\d{1,4})"
+)
+
+
+class Mode(StrEnum):
+    NORMAL = "n"
+    SURPRISE = "s"
+
+
+class BadToken(ValueError):
+    """Callback data that no button of this bot could have sent (forged, garbled, or a
+    filter on a category the served index no longer has)."""
+
+
+@dataclass(frozen=True)
+class PageToken:
+    query_key: str = ""  # "" when unknown (a button from before query keys): re-read it
+    offset: int = 0
+    mode: Mode = Mode.NORMAL
+    category: str | None = None
+    garment: int | None = None  # reserved for the garment picker: which garment of the photo
+
+    @property
+    def surprise(self) -> bool:
+        return self.mode is Mode.SURPRISE
+
+    def with_key(self, query_key: str) -> PageToken:
+        return PageToken(query_key, self.offset, self.mode, self.category, self.garment)
+
+
+def category_digest(category: str) -> str:
+    return hashlib.blake2b(category.encode(), digest_size=8).hexdigest()[:CATEGORY_DIGEST_CHARS]
+
+
+def encode_token(token: PageToken) -> str:
+    if not re.fullmatch(rf"[0-9a-f]{{{KEY_CHARS}}}", token.query_key):
+        raise ValueError(f"not an engine query key: {token.query_key!r}")
+    if not 0 <= token.offset <= MAX_OFFSET:
+        raise ValueError(f"page offset out of range: {token.offset}")
+    garment = NO_VALUE if token.garment is None else str(min(token.garment, MAX_GARMENT))
+    category = NO_VALUE if token.category is None else category_digest(token.category)
+    return ":".join(
+        (TOKEN_PREFIX, token.query_key, str(token.offset), token.mode.value, category, garment)
+    )
+
+
+def decode_token(data: str, categories: list[str]) -> PageToken:
+    """The page a button asks for; raises BadToken for anything this bot did not send."""
+    if match := _TOKEN.fullmatch(data):
+        category = _category_by_digest(match["category"], categories)
+        garment = None if match["garment"] == NO_VALUE else int(match["garment"])
+        return PageToken(match["key"], int(match["offset"]), Mode(match["mode"]), category, garment)
+    if match := _LEGACY_DISCORD.fullmatch(data) or _LEGACY_TELEGRAM.fullmatch(data):
+        fields = match.groupdict()
+        mode = Mode.SURPRISE if fields["surprise"] == "1" else Mode.NORMAL
+        category = _category_by_position(int(fields["position"]), categories)
+        return PageToken(fields.get("key") or "", int(fields["offset"]), mode, category)
+    raise BadToken(data[:80])
+
+
+def _category_by_digest(digest: str, categories: list[str]) -> str | None:
+    if digest == NO_VALUE:
+        return None
+    for category in categories:
+        if category_digest(category) == digest:
+            return category
+    raise BadToken(f"no category with digest {digest}")
+
+
+def _category_by_position(position: int, categories: list[str]) -> str | None:
+    return categories[position] if 0 <= position < len(categories) else None
