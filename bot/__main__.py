@@ -15,30 +15,24 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from bot.demo import run_terminal_demo, with_served_index
 from bot.discord_bot import DiscordBot
 from bot.frontend import Frontend
 from bot.http_server import HealthServer
 from bot.logs import configure_logging
 from bot.metrics import Metrics
-from bot.render import album_as_text
 from bot.settings import BotSettings, load_bot_settings
 from bot.telegram_bot import BotConfigError, TelegramBot
 from engine.config import ConfigError
-from engine.embedder import ModelLoadError
+from engine.embedder import ModelLoadError, load_embedder
 from engine.index import IndexLoadError
+from engine.ingest.pipeline import BuildError
 from engine.search import Engine
 
 log = logging.getLogger("fashionbot")
 
 TOKEN_VARIABLES = ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN")
 SECRET_VARIABLES = (*TOKEN_VARIABLES, "TELEGRAM_WEBHOOK_SECRET")  # masked in every log line
-
-HOW_TO_ADD_A_TOKEN = """\
-No bot token is set, so this was a terminal demo. To go live:
-  Telegram: talk to @BotFather, create a bot, then  export TELEGRAM_BOT_TOKEN=...
-  Discord:  create an application at the developer portal, then  export DISCORD_BOT_TOKEN=...
-and run `make run` again. Tokens come from the environment (or a file named by
-  TELEGRAM_BOT_TOKEN_FILE / DISCORD_BOT_TOKEN_FILE), never from the repository."""
 
 
 def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
@@ -47,25 +41,6 @@ def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
         return environ[name].strip()
     path = environ.get(f"{name}_FILE")
     return Path(path).read_text(encoding="utf-8").strip() if path else ""
-
-
-def demo_photo(settings: BotSettings) -> Path | None:
-    folder = settings.resolve_path("data/demo/images")
-    photos = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
-    return photos[0] if photos else None
-
-
-async def terminal_demo(engine: Engine, settings: BotSettings) -> int:
-    photo = demo_photo(settings)
-    if photo is None:
-        print("No demo photo found in data/demo/images.", file=sys.stderr)
-        return 1
-    page = await engine.search(image=photo.read_bytes())
-    print(f"A shopper sends {photo.name}; the bot would answer with this album:\n")
-    print(album_as_text(page))
-    print(f"\n({page.timings_ms['total_ms']:.0f} ms)\n")
-    print(HOW_TO_ADD_A_TOKEN)
-    return 0
 
 
 async def serve(
@@ -119,6 +94,11 @@ async def serve(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="config file (default: $FASHIONBOT_CONFIG or config.toml)")
+    parser.add_argument(
+        "--demo-catalog",
+        help="when index.dir holds no index, serve this catalog (built on first use into "
+        "data/demo-index/<model>); `make run` passes the demo catalog",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_bot_settings(args.config)
@@ -132,15 +112,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tokens = {name: secrets[name] for name in TOKEN_VARIABLES if secrets[name]}
     configure_logging(settings.log.level, secrets.values(), settings.log.format)
-    try:
-        engine = Engine.open(settings)
-    except (ModelLoadError, IndexLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    demo_catalog = Path(args.demo_catalog) if args.demo_catalog else None
     try:
         if not tokens:
-            return asyncio.run(terminal_demo(engine, settings))
-        webhook_secret = secrets["TELEGRAM_WEBHOOK_SECRET"]
+            return run_terminal_demo(settings, demo_catalog)
+        return run_live(settings, demo_catalog, tokens, secrets["TELEGRAM_WEBHOOK_SECRET"])
+    except (ModelLoadError, IndexLoadError, BuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_live(
+    settings: BotSettings, demo_catalog: Path | None, tokens: dict[str, str], webhook_secret: str
+) -> int:
+    """The bots with the configured model (never swapped for another: a model that cannot
+    be loaded stops start-up with its error), on the demo catalog when no index is built."""
+    embedder = load_embedder(settings.model, settings.source.parent)
+    settings = with_served_index(settings, embedder, demo_catalog)
+    engine = Engine.open(settings, embedder)
+    try:
         return asyncio.run(serve(engine, settings, tokens, webhook_secret))
     finally:
         engine.close()

@@ -424,12 +424,11 @@ class DiscordBot(Frontend):
             )
             for number, hit in enumerate(page.hits, start=page.offset + 1)
         ]
+        heading = f"### {t(language, 'discord.title')}"
+        if page.text_ignored:
+            heading += f"\n{t(language, 'caption_ignored')}"
         view = discord.ui.LayoutView(timeout=None)
-        view.add_item(
-            discord.ui.Container(
-                discord.ui.TextDisplay(f"### {t(language, 'discord.title')}"), gallery, *sections
-            )
-        )
+        view.add_item(discord.ui.Container(discord.ui.TextDisplay(heading), gallery, *sections))
         view.add_item(discord.ui.ActionRow(*self._page_buttons(results, language)))
         return {"view": view, "files": files}
 

@@ -21,7 +21,7 @@ from engine.batcher import EngineBusy
 from engine.images import ImageError
 from engine.query_store import QueryExpired
 from engine.search import Engine
-from engine.types import Filters, SearchPage
+from engine.types import Filters, SearchPage, TextSearchUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class Results:
 @dataclass(frozen=True)
 class Refusal:
     """A search answered with a message: `kind` is rate_limited, too_large, busy,
-    image_<reason>, expired, no_results, no_more, ... (also the metrics label)."""
+    image_<reason>, expired, no_results, no_more, no_text_search (the model reads no
+    words), ... (also the metrics label)."""
 
     kind: str
     retry_after: float = 0.0
@@ -177,6 +178,8 @@ class SearchFlow:
             return Refusal("busy", exc.retry_after_s)
         except QueryExpired:
             return Refusal("expired")
+        except TextSearchUnavailable:
+            return Refusal("no_text_search")
         self.counter.served(page)
         if not page.hits:
             return Refusal("no_more" if request.page.offset else "no_results")

@@ -560,9 +560,10 @@ class TelegramBot(Frontend):
     async def _send_keyboard(
         self, chat_id: int, origin: Message, results: Results, language: str | None
     ) -> None:
-        await self._say(
-            chat_id, origin, t(language, "results"), reply_markup=self.keyboard(results, language)
-        )
+        text = t(language, "results")
+        if results.page.text_ignored:
+            text = f"{t(language, 'caption_ignored')}\n{text}"
+        await self._say(chat_id, origin, text, reply_markup=self.keyboard(results, language))
 
     # ---- inline mode -------------------------------------------------------------------
 

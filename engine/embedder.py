@@ -10,15 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import open_clip
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
 from PIL import Image, ImageOps
 from torchvision.transforms import Compose, Normalize
 
@@ -135,6 +139,29 @@ def _local_dir_spec(name: str, folder: Path) -> ModelSpec:
     except (OSError, ValueError):
         text_search = True  # open_clip itself reports a missing or broken config
     return ModelSpec(name, f"local-dir:{folder}", None, text_search)
+
+
+def hub_unreachable_reason(
+    settings: ModelSettings, base_dir: Path | None = None, timeout_s: float = 3.0
+) -> str | None:
+    """Why the configured weights cannot be had right now, or None: they are local, in the
+    Hugging Face cache, or the hub answers. A quick check (one TCP connection), so a demo
+    need not sit through the hub client's retries (about 35 s) to learn it is offline."""
+    spec = resolve_model_spec(settings.name, settings.pretrained, base_dir)
+    if spec.open_clip_name.startswith("local-dir:") or (
+        spec.pretrained and Path(spec.pretrained).exists()
+    ):
+        return None
+    if spec.open_clip_name.startswith("hf-hub:"):
+        repo = spec.open_clip_name.removeprefix("hf-hub:")
+        if isinstance(try_to_load_from_cache(repo, "open_clip_config.json"), str):
+            return None
+    host = urlsplit(hf_constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"the model hub ({host}) cannot be reached: {exc.strerror or exc}"
+    return None
 
 
 def _local_path(value: str, base_dir: Path) -> Path | None:

@@ -113,9 +113,10 @@ class Engine:
         self.queries = QueryStore(store_path)
 
     @classmethod
-    def open(cls, settings: Settings) -> Engine:
-        """Load the model, then the index it must match. Raises ModelLoadError/IndexLoadError."""
-        embedder = load_embedder(settings.model, settings.source.parent)
+    def open(cls, settings: Settings, embedder: Embedder | None = None) -> Engine:
+        """Load the model (unless given), then the index it must match. Raises
+        ModelLoadError/IndexLoadError."""
+        embedder = embedder or load_embedder(settings.model, settings.source.parent)
         index = open_configured_index(settings, model_identity(embedder))
         log.info(
             "index %s: %d products, %d images",

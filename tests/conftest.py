@@ -17,6 +17,9 @@ from engine.config import DEFAULT_CONFIG_PATH, Settings
 from engine.devmodel import write_tiny_model
 from engine.embedder import Embedder, load_embedder
 
+# The real imagenet-lite0 model's session fixtures, for tests where meaning matters.
+pytest_plugins = ["tests.real_model"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CATALOG = REPO_ROOT / "data" / "demo" / "catalog.csv"
 DEMO_IMAGES = REPO_ROOT / "data" / "demo" / "images"
