@@ -177,11 +177,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run_b, _ = _evaluate(second, args, ks, query_set)
         top = max(ks)
         differences = {
-            name: paired_bootstrap(per_query(run_a, metric, top), per_query(run_b, metric, top))
-            for name, metric in (
-                (f"precision@{top}", "precision"),
-                (f"recall@{top}", "recall"),
-                ("mrr", "mrr"),
+            f"{metric}@{k}" if metric != "mrr" else metric: paired_bootstrap(
+                per_query(run_a, metric, k), per_query(run_b, metric, k)
+            )
+            for metric, k in (
+                ("precision", ks[0]),
+                ("precision", top),
+                ("recall", top),
+                ("mrr", top),
             )
         }
         result = {

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bot.render import album_as_text
 from bot.settings import BotSettings
+from engine.config import PROJECT_ROOT
 from engine.embedder import (
     OFFLINE_PRESET,
     Embedder,
@@ -29,7 +30,7 @@ from engine.ingest.pipeline import build_index
 from engine.search import Engine
 
 DEMO_INDEX_ROOT = "data/demo-index"
-DEMO_PHOTO = "data/demo/shopper/shoes.jpg"
+DEMO_PHOTO = PROJECT_ROOT / "data" / "demo" / "shopper" / "shoes.jpg"
 
 HOW_TO_ADD_A_TOKEN = """\
 No bot token is set, so this was a terminal demo. To go live:
@@ -88,8 +89,7 @@ def with_served_index(
     return settings.with_overrides(index={"dir": str(index_dir)})
 
 
-async def terminal_demo(engine: Engine, settings: BotSettings) -> int:
-    photo = settings.resolve_path(DEMO_PHOTO)
+async def terminal_demo(engine: Engine, settings: BotSettings, photo: Path = DEMO_PHOTO) -> int:
     if not photo.is_file():
         print(f"No demo photo found at {photo}.", file=sys.stderr)
         return 1
