@@ -26,22 +26,9 @@ from tqdm import tqdm
 
 from engine.catalog import ImageRecord
 from engine.config import Settings
-from engine.embedder import Embedder
+from engine.embedder import Embedder, model_identity
 from engine.images import ImageError
-from engine.index import (
-    BUILDS_DIR,
-    SKIPPED_FILE,
-    IndexLoadError,
-    Manifest,
-    file_sha256,
-    finish_build,
-    graph_metric,
-    new_build_id,
-    open_index,
-    publish,
-    remove_stale_temp_builds,
-    write_build_files,
-)
+from engine.index import IndexLoadError, open_index
 from engine.ingest.feed import FeedItem, Skipped, read_feed
 from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
 from engine.ingest.ray_embed import (
@@ -52,7 +39,17 @@ from engine.ingest.ray_embed import (
     RayUnavailable,
     embed_on_ray,
 )
-from engine.search import model_identity
+from engine.store import (
+    BUILDS_DIR,
+    SKIPPED_FILE,
+    Manifest,
+    file_sha256,
+    finish_build,
+    new_build_id,
+    publish,
+    remove_stale_temp_builds,
+    write_build_files,
+)
 from engine.types import Product
 
 log = logging.getLogger(__name__)
@@ -366,7 +363,6 @@ async def build_index(
                 build_id=build_id,
                 model=model_identity(embedder),
                 dtype=settings.index.dtype,
-                metric=graph_metric(settings.index.dtype),
                 products=len(products),
                 images=len(rows),
                 skipped=len(skipped),
