@@ -19,9 +19,13 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.config import ConfigError, Settings, load_settings
 from engine.types import Filters, SearchPage, TextSearchUnavailable
+
+if TYPE_CHECKING:
+    from engine.images import ImageError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -220,7 +224,8 @@ def _settings_from(path: str, args: argparse.Namespace) -> Settings:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from engine.index import MANIFEST_FILE, IndexLoadError, current_build_dir
+    from engine.index import IndexLoadError
+    from engine.store import MANIFEST_FILE, current_build_dir
 
     settings = _settings(args)
     build_dir = current_build_dir(_index_dir(settings))
@@ -293,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shopper_wording(error: ImageError) -> str:
+    """What the bots would tell a shopper about this photo: the same English catalog."""
+    from bot.i18n import t
+
+    return t("en", f"error.{error.reason}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from engine.embedder import ModelLoadError
     from engine.evaluation.queries import QuerySetError
@@ -312,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ImageError as exc:
-        print(f"error: {args.photo}: {exc.user_message}", file=sys.stderr)
+        print(f"error: {args.photo}: {_shopper_wording(exc)} ({exc})", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (
         ConfigError,

@@ -35,7 +35,8 @@ from PIL import Image
 
 from engine.config import DEFAULT_CONFIG_PATH, load_settings
 from engine.embedder import Embedder, ModelSpec
-from engine.index import graph_metric, graph_query, graph_vectors, open_index, search_graph
+from engine.graph import GRAPH_METRIC, graph_query, graph_vectors, search_graph
+from engine.index import open_index
 from engine.search import Engine
 from engine.types import Filters
 from tests.fakes.synthetic import clip_like_vectors, write_synthetic_index
@@ -382,7 +383,7 @@ def vector_search(n: int, dim: int, queries: int, scratch: Path) -> dict[str, An
         started = time.perf_counter()
         index = Index(
             ndim=dim,
-            metric=graph_metric(dtype),
+            metric=GRAPH_METRIC,
             dtype=dtype,
             connectivity=connectivity,
             expansion_add=expansion_add,
@@ -414,7 +415,7 @@ def vector_search(n: int, dim: int, queries: int, scratch: Path) -> dict[str, An
         del index
         gc.collect()
 
-    # What choosing inner product over cosine for the f16 graph buys (engine.index.graph_metric)
+    # What choosing inner product over cosine for the f16 graph buys (engine.graph.GRAPH_METRIC)
     if n <= 100_000:
         index = Index(
             ndim=dim,
@@ -776,7 +777,7 @@ def render(results: dict[str, Any]) -> str:
         "## 4. Vector search: USearch vs exact numpy, FAISS HNSW, scikit-learn brute force",
         "",
         "CLIP-like synthetic unit vectors (clusters around a shared mean, low intrinsic dimension).",
-        "One thread per query, as the engine searches (`engine.index.search_graph`). USearch i8 =",
+        "One thread per query, as the engine searches (`engine.graph.search_graph`). USearch i8 =",
         "a graph of the embeddings scaled to int8 (inner product), whose top `overfetch x 10`",
         "candidates are re-scored on the stored f16 vectors; USearch f16 = a graph of the f16",
         "vectors (inner product, exact scores, top 10 asked). FAISS HNSW (f32) has the same graph",

@@ -22,10 +22,10 @@ from bot.settings import load_bot_settings
 from bot.telegram_bot import TelegramBot
 from engine.config import DEFAULT_CONFIG_PATH
 from engine.devmodel import write_tiny_model
-from engine.embedder import load_embedder
+from engine.embedder import load_embedder, model_identity
 from engine.index import open_index
 from engine.ingest.pipeline import build_index
-from engine.search import Engine, model_identity
+from engine.search import Engine
 from tests.fakes.hostile_images import awkward_but_valid, broken_files
 from tests.fakes.load import run_load
 from tests.fakes.telegram_api import DROP_CONNECTION, HANG, FakeBotApi

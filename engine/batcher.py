@@ -36,7 +36,6 @@ class EngineBusy(RuntimeError):
 class BatchStats:
     batches: int = 0
     items: int = 0
-    last_batch_seconds: float = 0.0
     ewma_item_seconds: float = 0.05  # smoothed model time per item, for busy estimates
 
 
@@ -140,7 +139,6 @@ class MicroBatcher(Generic[In, Out]):
             elapsed = time.perf_counter() - started
             self.stats.batches += 1
             self.stats.items += len(live)
-            self.stats.last_batch_seconds = elapsed
             per_item = elapsed / len(live)
             self.stats.ewma_item_seconds = 0.8 * self.stats.ewma_item_seconds + 0.2 * per_item
             for (_, fut), result in zip(live, results, strict=True):

@@ -139,14 +139,6 @@ class Catalog:
         with self._lock:
             self._db.close()
 
-    def count_products(self) -> int:
-        row = self._one("SELECT count(*) FROM products")
-        return int(row[0]) if row else 0
-
-    def count_images(self) -> int:
-        row = self._one("SELECT count(*) FROM images")
-        return int(row[0]) if row else 0
-
     def categories(self) -> list[str]:
         rows = self._all("SELECT DISTINCT category FROM products WHERE category != '' ORDER BY 1")
         return [r[0] for r in rows]

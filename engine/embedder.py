@@ -29,6 +29,7 @@ from torchvision.transforms import Compose, Normalize
 from engine import lite0
 from engine.config import ImageSettings, ModelSettings
 from engine.images import decode_image
+from engine.store import ModelIdentity
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,17 @@ class Embedder:
         with self._lock, torch.inference_mode():
             features = self.model.encode_text(tokens, normalize=True)
         return features.float().cpu().numpy()
+
+
+def model_identity(embedder: Embedder) -> ModelIdentity:
+    """What a build's manifest records of the model, and what serving checks against."""
+    return ModelIdentity(
+        name=embedder.spec.configured_name,
+        pretrained=embedder.spec.pretrained or "",
+        dim=embedder.dim,
+        fingerprint=embedder.fingerprint,
+        preprocess=embedder.preprocessing,
+    )
 
 
 def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embedder:

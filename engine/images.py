@@ -1,4 +1,4 @@
-"""Bytes from a chat or a feed -> a safe RGB picture, or a typed error fit to show a shopper.
+"""Bytes from a chat or a feed -> a safe RGB picture, or a typed error.
 
 Everything happens in memory. Checks run cheapest first, and the pixel cap is enforced
 from the header alone, before any pixel is decoded, so a decompression bomb costs nothing.
@@ -18,13 +18,11 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class ImageError(ValueError):
-    """A picture we cannot use. `reason` is a stable code; the message is shopper-facing."""
+    """A picture we cannot use. `reason` is a stable code: what a shopper reads is worded
+    once, under `error.<reason>` in bot/i18n (the bots and the CLI both read it). The
+    message says what is wrong with this file, for logs and a build's skipped.csv."""
 
     reason = "unusable"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.user_message = message
 
 
 class EmptyImage(ImageError):
@@ -76,33 +74,26 @@ _VIDEO_BRANDS = {b"isom", b"iso2", b"mp41", b"mp42", b"qt  ", b"M4V ", b"3gp4", 
 # The [images] defaults, for callers without settings (tests, benchmarks).
 _DEFAULT_LIMITS = ImageSettings()
 
-SEND_A_PHOTO = "Please send a photo of a garment (JPEG, PNG or WebP)."
-
 
 def _sniff_refusal(data: bytes) -> ImageError | None:
     """Recognise common non-photo files by their magic bytes, for a precise message."""
     head = data[:64]
     for magic, offset, name in _KNOWN_NON_PHOTOS:
         if head[offset : offset + len(magic)] == magic:
-            return NotAnImage(f"That looks like {name}, not a photo. {SEND_A_PHOTO}")
+            return NotAnImage(f"not a photo: looks like {name}")
     if head[4:8] == b"ftyp":
         brand = head[8:12]
         if brand in _HEIF_BRANDS:
-            return UnsupportedImageFormat(
-                "HEIC photos are not supported yet. Please send it as a regular photo "
-                "(not as a file), or convert it to JPEG."
-            )
+            return UnsupportedImageFormat("unsupported format: HEIC")
         if brand in _AVIF_BRANDS:
-            return UnsupportedImageFormat("AVIF images are not supported. " + SEND_A_PHOTO)
+            return UnsupportedImageFormat("unsupported format: AVIF")
         if brand in _VIDEO_BRANDS:
-            return NotAnImage(f"That looks like a video, not a photo. {SEND_A_PHOTO}")
+            return NotAnImage("not a photo: looks like a video")
     stripped = head.lstrip().lower()
     if stripped.startswith((b"<?xml", b"<svg", b"<!doctype", b"<html")):
         if b"<svg" in data[:4096].lower():
-            return UnsupportedImageFormat(
-                f"Vector drawings (SVG) are not supported, only photos. {SEND_A_PHOTO}"
-            )
-        return NotAnImage(f"That is a text document, not a photo. {SEND_A_PHOTO}")
+            return UnsupportedImageFormat("unsupported format: SVG vector drawing")
+        return NotAnImage("not a photo: a text document")
     return None
 
 
@@ -141,40 +132,51 @@ def decode_image(
     needs about that many pixels on the short side: a large speed-up for big photos.
     """
     if not data:
-        raise EmptyImage(f"The file is empty. {SEND_A_PHOTO}")
+        raise EmptyImage("empty file")
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(
-            f"That file is too large ({len(data) / 1e6:.1f} MB; the limit is "
-            f"{limits.max_bytes / 1e6:.0f} MB). Please send a smaller photo."
+            f"too large ({len(data) / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB)"
         )
     refusal = _sniff_refusal(data)
     if refusal is not None:
         raise refusal
+    image = _open(data)
+    _check_size(*image.size, limits)
+    _load_pixels(image, draft_size)
+    try:
+        return _to_rgb(_apply_exif_orientation(image))
+    except (OSError, ValueError) as exc:
+        raise CorruptImage(f"cannot be converted to RGB ({exc})") from None
+
+
+def _open(data: bytes) -> Image.Image:
+    """The header only: format, mode and size, no pixels yet."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise NotAnImage(f"That file is not a picture I can read. {SEND_A_PHOTO}") from None
+        raise NotAnImage("not a picture I can read") from None
     except Image.DecompressionBombError:
-        raise DecompressionBomb("That image has far too many pixels to process.") from None
+        raise DecompressionBomb("far too many pixels to process") from None
     except (OSError, SyntaxError, ValueError):
-        raise CorruptImage("That image file is damaged. Please send it again.") from None
+        raise CorruptImage("damaged file") from None
 
-    width, height = image.size
+
+def _check_size(width: int, height: int, limits: ImageSettings) -> None:
     if width * height > limits.max_pixels:
         raise DecompressionBomb(
-            f"That image is too big ({width}x{height} pixels). Please send a regular photo."
+            f"too many pixels ({width}x{height}; the limit is {limits.max_pixels})"
         )
     if min(width, height) < limits.min_side:
         raise ImageTooSmall(
-            f"That image is too small ({width}x{height} pixels) to recognise a garment."
+            f"too small ({width}x{height} pixels; the minimum side is {limits.min_side})"
         )
     if max(width, height) / min(width, height) > limits.max_aspect:
-        raise ExtremeAspectRatio(
-            f"That image is a thin strip ({width}x{height} pixels), not a photo of a garment."
-        )
+        raise ExtremeAspectRatio(f"a thin strip ({width}x{height} pixels), not a photo")
 
+
+def _load_pixels(image: Image.Image, draft_size: int | None) -> None:
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)  # animations: the first frame represents the item
@@ -184,13 +186,6 @@ def decode_image(
             warnings.simplefilter("ignore")
             image.load()
     except Image.DecompressionBombError:
-        raise DecompressionBomb("That image has far too many pixels to process.") from None
+        raise DecompressionBomb("far too many pixels to process") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError):
-        raise CorruptImage(
-            "That image file is damaged or incomplete. Please send it again."
-        ) from None
-
-    try:
-        return _to_rgb(_apply_exif_orientation(image))
-    except (OSError, ValueError) as exc:
-        raise CorruptImage(f"That image could not be converted ({exc}).") from None
+        raise CorruptImage("damaged or incomplete file") from None

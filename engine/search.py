@@ -8,78 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
-import torch
-from PIL import Image
 
-from engine.batcher import MicroBatcher
 from engine.category import neighbour_votes, predict_category
 from engine.config import Settings
-from engine.embedder import Embedder, load_embedder
-from engine.index import (
-    IndexLoadError,
-    ModelIdentity,
-    VectorIndex,
-    current_build_dir,
-    open_index,
-)
+from engine.embedder import Embedder, load_embedder, model_identity
+from engine.index import VectorIndex
+from engine.query_encoder import QueryEncoder
 from engine.query_store import QueryStore
 from engine.ranking import RankingParams, rank
-from engine.types import Filters, Hit, SearchPage, TextSearchUnavailable
+from engine.serving import ServedIndex, open_configured_index
+from engine.types import Filters, Hit, SearchPage
+from engine.zero_shot import ZeroShotCategories
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _ModelJob:
-    pixels: torch.Tensor | None = None
-    text: str | None = None
-
-
-def model_identity(embedder: Embedder) -> ModelIdentity:
-    return ModelIdentity(
-        name=embedder.spec.configured_name,
-        pretrained=embedder.spec.pretrained or "",
-        dim=embedder.dim,
-        fingerprint=embedder.fingerprint,
-        preprocess=embedder.preprocessing,
-    )
-
-
-def open_configured_index(settings: Settings, identity: ModelIdentity) -> VectorIndex:
-    """The published index of `index.dir`, opened with the configured checks and search
-    settings; refused if it was built with another model."""
-    index = settings.index
-    return open_index(
-        settings.resolve_path(index.dir), identity, index.verify_checksums, index.expansion_search
-    )
-
-
-def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
-    """One forward pass for the images of a batch, one for its texts."""
-    out: list[np.ndarray | None] = [None] * len(jobs)
-    image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None]
-    text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
-    if image_slots:
-        vectors = embedder.embed_image_tensors([jobs[i].pixels for i in image_slots])
-        for slot, vector in zip(image_slots, vectors, strict=True):
-            out[slot] = vector
-    if text_slots:
-        vectors = embedder.embed_texts([jobs[i].text or "" for i in text_slots])
-        for slot, vector in zip(text_slots, vectors, strict=True):
-            out[slot] = vector
-    return [v for v in out if v is not None]
-
-
-def _normalise(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else vector
 
 
 class Engine:
@@ -87,28 +34,16 @@ class Engine:
         self.settings = settings
         self.embedder = embedder
         self.identity = model_identity(embedder)
-        self._index = index
-        self._index_lock = threading.Lock()
-        self._limits = settings.images
+        self.served = ServedIndex(settings, self.identity, index)
         self._cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-cpu")
-        model = settings.model
-        self._photos_being_decoded = 0
-        self.batcher: MicroBatcher[_ModelJob, np.ndarray] = MicroBatcher(
-            lambda jobs: _run_model_jobs(embedder, jobs),
-            max_batch=model.max_batch,
-            max_wait_ms=model.max_wait_ms,
-            max_queue=model.max_queue,
-            on_their_way=lambda: self._photos_being_decoded,
-            companion_wait_ms=model.companion_wait_ms,
-        )
         search = settings.search
+        self.encoder = QueryEncoder(embedder, settings, self._cpu_pool)
+        self.batcher = self.encoder.batcher
         self._ranking = RankingParams.from_settings(search)
         self.warm = False
-        self._flip = search.flip_augment
         # Zero-shot gating reads category names with the text tower: not without one.
         self._gating = search.category_gating and embedder.text_search
-        self._gating_confidence = search.gating_confidence
-        self._category_vectors: dict[tuple[str, ...], np.ndarray] = {}
+        self.zero_shot = ZeroShotCategories(self.encoder.embed_texts, search.gating_confidence)
         store_path = settings.resolve_path(search.query_store) if search.query_store else None
         self.queries = QueryStore(store_path)
 
@@ -128,76 +63,26 @@ class Engine:
 
     @property
     def index(self) -> VectorIndex:
-        return self._index
+        return self.served.current
 
     def categories(self) -> list[str]:
-        return self._index.catalog.categories()
-
-    def _model_views(self, data: bytes) -> list[torch.Tensor]:
-        """The photo's pixels for the model (and its mirror image with flip_augment)."""
-        pixels = self.embedder.image_preprocessor.from_bytes(data, self._limits)
-        return [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
+        return self.index.catalog.categories()
 
     async def embed_query(self, images: Sequence[bytes], text: str | None) -> np.ndarray:
         """The query vector for photos (several are averaged: an album is one look), a
         text, or photos refined by a text."""
-        if not images and not (text and text.strip()):
-            raise ValueError("a search needs a photo or some text")
-        if text and not self.embedder.text_search:
-            if not images:
-                raise TextSearchUnavailable(
-                    f"model {self.identity.name!r} has no text encoder: search by photo"
-                )
-            text = None  # a caption cannot refine; `SearchPage.text_ignored` says so
-        loop = asyncio.get_running_loop()
-        image_futures = []
-        for data in images:
-            self._photos_being_decoded += 1  # the batcher waits for these, not for strangers
-            try:
-                views = await loop.run_in_executor(self._cpu_pool, self._model_views, data)
-                # queued now (not when awaited), before this photo stops counting as on its way
-                image_futures += [
-                    asyncio.wrap_future(self.batcher.submit(_ModelJob(pixels=v))) for v in views
-                ]
-            finally:
-                self._photos_being_decoded -= 1
-        text_future = self.batcher.submit_async(_ModelJob(text=text)) if text else None
-        vector = np.zeros(self.identity.dim, dtype=np.float32)
-        if image_futures:
-            vector += _normalise(np.mean(await asyncio.gather(*image_futures), axis=0))
-        if text_future is not None:
-            weight = self.settings.search.text_weight if images else 1.0
-            vector += weight * await text_future
-        return _normalise(vector)
+        return await self.encoder.embed(images, text, self.settings.search.text_weight)
 
     async def warm_up(self) -> None:
         """One image and one text through the worker, so the first shopper does not pay
         for lazy initialisation; sets `warm`."""
-        size = self.embedder.image_size
-        blank = self.embedder.preprocess_image(Image.new("RGB", (size, size), "white"))
-        await self.batcher.submit_async(_ModelJob(pixels=blank))
-        if self.embedder.text_search:
-            await self.batcher.submit_async(_ModelJob(text="a photo of a garment"))
+        await self.encoder.warm_up()
         self.warm = True
 
     async def guess_category(self, query: np.ndarray) -> str | None:
         """The catalog category a photo most likely shows, when the text encoder is at
         least `search.gating_confidence` sure (softmax over "a photo of a <category>")."""
-        categories = self.categories()
-        if len(categories) < 2:
-            return None
-        key = tuple(categories)
-        if key not in self._category_vectors:
-            prompts = [f"a photo of a {c}" for c in categories]
-            vectors = await asyncio.gather(
-                *(self.batcher.submit_async(_ModelJob(text=p)) for p in prompts)
-            )
-            self._category_vectors = {key: np.stack(vectors)}
-        logits = 100.0 * (self._category_vectors[key] @ query)
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
-        best = int(np.argmax(probabilities))
-        return categories[best] if probabilities[best] >= self._gating_confidence else None
+        return await self.zero_shot.guess(self.categories(), query)
 
     def _predicted_category(self, index: VectorIndex, query: np.ndarray) -> str | None:
         """The category the catalog's own probe and/or the nearest products' votes pick
@@ -228,7 +113,7 @@ class Engine:
         zero_shot_category: str | None = None,
     ) -> tuple[list[Hit], str | None]:
         """The hits of one page (and the category put first, if any)."""
-        index = self._index  # one consistent index for the whole query, even across a reload
+        index = self.index  # one consistent index for the whole query, even across a reload
         ranked = rank(index, query, filters, wanted, diversity, self._ranking)
         prefer = None
         if not filters.category:  # the same for every page of a query
@@ -273,20 +158,14 @@ class Engine:
         diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        if query_key:
-            query = await loop.run_in_executor(self._cpu_pool, self.queries.get, query_key)
-        else:
-            photos = [image, *images] if image is not None else list(images)
-            # Rounded as the query store keeps it, so a later page ranks identically.
-            query = (await self.embed_query(photos, text)).astype(np.float16).astype(np.float32)
-            query_key = await loop.run_in_executor(self._cpu_pool, self.queries.put, query)
+        photos = [image, *images] if image is not None else list(images)
+        query, query_key = await self._query(photos, text, query_key)
         timings["embed_ms"] = (time.perf_counter() - started) * 1000
         zero_shot = None
         if self._gating and not (filters and filters.category):  # same for every page
             zero_shot = await self.guess_category(query)
         ranked_at = time.perf_counter()
-        hits, category_first = await loop.run_in_executor(
+        hits, category_first = await asyncio.get_running_loop().run_in_executor(
             self._cpu_pool,
             self._rank_and_join,
             query,
@@ -307,36 +186,28 @@ class Engine:
             text_ignored=bool(text) and not self.embedder.text_search,
         )
 
-    def top_products(self, query: np.ndarray, k: int, exact: bool) -> list[str]:
-        """Product ids of the top `k`, by the ANN graph or by exact brute force (for
-        measuring what the approximation costs)."""
-        limit = self._index.size if exact else 0
-        params = RankingParams(self._ranking.overfetch, limit)
-        return [r.record.product_id for r in rank(self._index, query, Filters(), k, 0.0, params)]
+    async def _query(
+        self, photos: Sequence[bytes], text: str | None, query_key: str | None
+    ) -> tuple[np.ndarray, str]:
+        """The query vector and its key: stored under `query_key`, or embedded and stored."""
+        loop = asyncio.get_running_loop()
+        if query_key:
+            stored = await loop.run_in_executor(self._cpu_pool, self.queries.get, query_key)
+            return stored, query_key
+        # Rounded as the query store keeps it, so a later page ranks identically.
+        query = (await self.embed_query(photos, text)).astype(np.float16).astype(np.float32)
+        return query, await loop.run_in_executor(self._cpu_pool, self.queries.put, query)
 
     def reload_if_changed(self) -> bool:
         """Switch to a newly published build (same model only). In-flight queries finish
         on the index they started with."""
-        index_dir = self.settings.resolve_path(self.settings.index.dir)
-        with self._index_lock:
-            if current_build_dir(index_dir) == self._index.build_dir:
-                return False
-            fresh = open_configured_index(self.settings, self.identity)
-            old, self._index = self._index, fresh
-        log.info("switched to index %s (was %s)", fresh.manifest.build_id, old.manifest.build_id)
-        return True
+        return self.served.reload_if_changed()
 
     async def watch_index(self, interval_s: float) -> None:
-        """Switch to each newly published build, checking every `interval_s` seconds.
-        A build that cannot be served is logged and the current one stays."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await asyncio.to_thread(self.reload_if_changed)
-            except IndexLoadError as exc:
-                log.error("not switching to the new index: %s", exc)
+        """Switch to each newly published build, checking every `interval_s` seconds."""
+        await self.served.watch(interval_s)
 
     def close(self) -> None:
-        self.batcher.close()
+        self.encoder.close()
         self.queries.close()
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)

@@ -70,8 +70,9 @@ def settings(tiny_model_files, demo_index_dir) -> BotSettings:
 
 @pytest.fixture
 def engine(settings: Settings, embedder: Embedder) -> Iterator:
+    from engine.embedder import model_identity
     from engine.index import open_index
-    from engine.search import Engine, model_identity
+    from engine.search import Engine
 
     index = open_index(demo_index_dir_of(settings), model_identity(embedder))
     eng = Engine(settings, embedder, index)

@@ -19,8 +19,10 @@ from engine.evaluation.metrics import (
 )
 from engine.evaluation.queries import EvalQuery
 from engine.images import ImageError
+from engine.index import VectorIndex
+from engine.ranking import RankingParams, rank
 from engine.search import Engine
-from engine.types import Hit
+from engine.types import Filters, Hit
 
 
 @dataclass
@@ -57,6 +59,16 @@ class Run:
     unusable: list[str]
 
 
+def top_products(
+    index: VectorIndex, params: RankingParams, query: np.ndarray, k: int, exact: bool
+) -> list[str]:
+    """Product ids of the top `k`, by the ANN graph or by exact brute force (for
+    measuring what the approximation costs)."""
+    limit = index.size if exact else 0
+    params = RankingParams(params.overfetch, limit)
+    return [r.record.product_id for r in rank(index, query, Filters(), k, 0.0, params)]
+
+
 async def run_queries(engine: Engine, queries: Sequence[EvalQuery], k: int) -> Run:
     """Each query alone (a shopper's view of latency), top `k`."""
     outcomes, unusable = [], []
@@ -69,8 +81,9 @@ async def run_queries(engine: Engine, queries: Sequence[EvalQuery], k: int) -> R
             continue
         latency = (time.perf_counter() - started) * 1000
         vector = engine.queries.get(page.query_key)
-        approximate = engine.top_products(vector, k, exact=False)
-        exact = engine.top_products(vector, k, exact=True)
+        params = RankingParams.from_settings(engine.settings.search)
+        approximate = top_products(engine.index, params, vector, k, exact=False)
+        exact = top_products(engine.index, params, vector, k, exact=True)
         keys = np.array([h.key for h in page.hits], dtype=np.uint64)
         vectors = engine.index.vectors_for(keys) if len(keys) else np.empty((0, 1))
         outcomes.append(

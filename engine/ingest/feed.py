@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("product_id", "url", "image")
 IMAGE_SEPARATOR = "|"
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")  # any other suffix is read as CSV
 _TRUE = {"1", "true", "yes", "y", "in stock", "in_stock", "instock", "available"}
 _FALSE = {"0", "false", "no", "n", "out of stock", "out_of_stock", "outofstock", "sold out"}
 _PRICE = re.compile(r"-?\d[\d\s.,']*")
@@ -90,39 +91,91 @@ def _decode(data: bytes) -> tuple[str, str]:
             return data.decode("latin-1"), "latin-1"
 
 
-def _records(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, Any] | None, str]]:
-    """(row number, record or None, error) for each data row."""
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, None, f"not valid JSON ({exc.msg})"
-                continue
-            if not isinstance(record, dict):
-                yield number, None, "not a JSON object"
-                continue
-            yield number, record, ""
-        return
-    sample = text[:8192]
+@dataclass(frozen=True)
+class _Row:
+    """One data row of a feed: its record, or why it cannot be read."""
+
+    number: int  # 1-based, as in Skipped.row
+    record: Mapping[str, Any] | None
+    error: str = ""
+
+
+def _json_lines_rows(text: str) -> Iterator[_Row]:
+    """JSON Lines: one object per line; blank lines are not rows."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield _Row(number, None, f"not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(record, dict):
+            yield _Row(number, None, "not a JSON object")
+            continue
+        yield _Row(number, record)
+
+
+def _csv_dialect(sample: str) -> Any:
     try:
-        dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-        if dialect.delimiter == "|":  # '|' separates images inside a cell, never columns
-            dialect = csv.excel
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
     except csv.Error:
-        dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+        return csv.excel
+    # '|' separates images inside a cell, never columns
+    return csv.excel if dialect.delimiter == "|" else dialect
+
+
+def _csv_rows(text: str, require: Callable[[list[str]], None]) -> Iterator[_Row]:
+    """CSV with a header row, in whichever delimiter the file uses; `require` checks the
+    header before the first complete row is read."""
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=_csv_dialect(text[:8192]))
+    checked = False
     for number, record in enumerate(reader, start=1):
         if None in record:  # more cells than header columns
-            yield number, None, "more cells than the header has columns"
+            yield _Row(number, None, "more cells than the header has columns")
             continue
-        yield number, record, ""
+        if not checked:
+            require([k for k in record if k])
+            checked = True
+        yield _Row(number, record)
 
 
-def read_feed(path: Path, column_map: Mapping[str, str] | None = None) -> Feed:
-    """Parse the feed. `column_map` maps canonical names to the feed's own column names."""
+class _Columns:
+    """The feed's own column names for the canonical ones (`catalog.columns`)."""
+
+    def __init__(self, feed_name: str, column_map: Mapping[str, str] | None) -> None:
+        self._feed_name = feed_name
+        self.names = {c: (column_map or {}).get(c, c) for c in CANONICAL_COLUMNS}
+        self._own = set(self.names.values())
+
+    def require(self, header: list[str]) -> None:
+        missing = [self.names[c] for c in REQUIRED_COLUMNS if self.names[c] not in header]
+        if missing:
+            raise FeedError(
+                f"catalog {self._feed_name} has no {', '.join(repr(c) for c in missing)} "
+                f"column (found: {', '.join(header)}). Map your feed's "
+                "columns in config.toml under [catalog.columns]."
+            )
+
+    def cell(self, record: Mapping[str, Any], canonical: str) -> str:
+        value = record.get(self.names[canonical])
+        return "" if value is None else str(value).strip()
+
+    def extra(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The columns that are not canonical, kept with the product."""
+        return {
+            str(k): v for k, v in record.items() if k and k not in self._own and v not in ("", None)
+        }
+
+
+def _rows(path: Path, text: str, columns: _Columns) -> Iterator[_Row]:
+    """The feed's rows, read by the reader for its format (by file suffix)."""
+    if path.suffix.lower() in JSON_LINES_SUFFIXES:
+        return _json_lines_rows(text)
+    return _csv_rows(text, columns.require)
+
+
+def _read_text(path: Path) -> tuple[str, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -130,67 +183,72 @@ def read_feed(path: Path, column_map: Mapping[str, str] | None = None) -> Feed:
     text, encoding = _decode(data)
     if encoding != "utf-8":
         log.warning("%s is not UTF-8; read it as %s", path, encoding)
+    return text, encoding
+
+
+def read_feed(path: Path, column_map: Mapping[str, str] | None = None) -> Feed:
+    """Parse the feed. `column_map` maps canonical names to the feed's own column names."""
+    text, encoding = _read_text(path)
+    columns = _Columns(path.name, column_map)
     feed = Feed(encoding=encoding)
-    mapping = {
-        canonical: (column_map or {}).get(canonical, canonical) for canonical in CANONICAL_COLUMNS
-    }
-    feed_names = set(mapping.values())
-    seen_rows: dict[str, int] = {}
-    checked_header = False
-
-    for number, record, error in _records(path, text):
-        if record is None:
-            feed.skipped.append(Skipped(number, "", "", error))
-            continue
-        if not checked_header and path.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
-            missing = [c for c in REQUIRED_COLUMNS if mapping[c] not in record]
-            if missing:
-                raise FeedError(
-                    f"catalog {path.name} has no {', '.join(repr(mapping[c]) for c in missing)} "
-                    f"column (found: {', '.join(k for k in record if k)}). Map your feed's "
-                    "columns in config.toml under [catalog.columns]."
-                )
-            checked_header = True
-
-        def cell(canonical: str, rec: Mapping[str, Any] = record) -> str:
-            value = rec.get(mapping[canonical])
-            return "" if value is None else str(value).strip()
-
-        product_id = cell("product_id")
-        images = tuple(s.strip() for s in cell("image").split(IMAGE_SEPARATOR) if s.strip())
-        url = cell("url")
-        reason = ""
-        if not product_id:
-            reason = "missing product_id"
-        elif product_id in seen_rows:
-            reason = f"duplicate product_id (first seen in row {seen_rows[product_id]})"
-        elif not images:
-            reason = "no image"
-        elif not url.lower().startswith(("http://", "https://")):
-            reason = "url is not an http(s) shop link" if url else "missing url (shop link)"
-        if reason:
-            feed.skipped.append(Skipped(number, product_id, cell("image"), reason))
-            continue
-        seen_rows[product_id] = number
-        in_stock = parse_in_stock(cell("in_stock"))
-        extra = {
-            str(k): v
-            for k, v in record.items()
-            if k and k not in feed_names and v not in ("", None)
-        }
-        product = Product(
-            product_id=product_id,
-            title=cell("title") or product_id,
-            url=url,
-            image=images[0],
-            price=parse_price(cell("price")),
-            currency=cell("currency").upper(),
-            category=cell("category").lower(),
-            gender=cell("gender").lower(),
-            colour=cell("colour").lower(),
-            brand=cell("brand"),
-            in_stock=True if in_stock is None else in_stock,
-            extra=extra,
-        )
-        feed.items.append(FeedItem(number, product, images))
+    first_row_of: dict[str, int] = {}
+    for row in _rows(path, text, columns):
+        entry = _item(row, columns, first_row_of)
+        if isinstance(entry, Skipped):
+            feed.skipped.append(entry)
+        else:
+            first_row_of[entry.product.product_id] = row.number
+            feed.items.append(entry)
     return feed
+
+
+def _item(row: _Row, columns: _Columns, first_row_of: dict[str, int]) -> FeedItem | Skipped:
+    """The row's product and images, or why it is skipped."""
+    if row.record is None:
+        return Skipped(row.number, "", "", row.error)
+    record = row.record
+    product_id = columns.cell(record, "product_id")
+    image_cell = columns.cell(record, "image")
+    images = tuple(s.strip() for s in image_cell.split(IMAGE_SEPARATOR) if s.strip())
+    url = columns.cell(record, "url")
+    reason = _unusable(product_id, images, url, first_row_of)
+    if reason:
+        return Skipped(row.number, product_id, image_cell, reason)
+    return FeedItem(row.number, _product(record, columns, product_id, url, images[0]), images)
+
+
+def _unusable(
+    product_id: str, images: tuple[str, ...], url: str, first_row_of: dict[str, int]
+) -> str:
+    if not product_id:
+        return "missing product_id"
+    if product_id in first_row_of:
+        return f"duplicate product_id (first seen in row {first_row_of[product_id]})"
+    if not images:
+        return "no image"
+    if not url.lower().startswith(("http://", "https://")):
+        return "url is not an http(s) shop link" if url else "missing url (shop link)"
+    return ""
+
+
+def _product(
+    record: Mapping[str, Any], columns: _Columns, product_id: str, url: str, image: str
+) -> Product:
+    def cell(canonical: str) -> str:
+        return columns.cell(record, canonical)
+
+    in_stock = parse_in_stock(cell("in_stock"))
+    return Product(
+        product_id=product_id,
+        title=cell("title") or product_id,
+        url=url,
+        image=image,
+        price=parse_price(cell("price")),
+        currency=cell("currency").upper(),
+        category=cell("category").lower(),
+        gender=cell("gender").lower(),
+        colour=cell("colour").lower(),
+        brand=cell("brand"),
+        in_stock=True if in_stock is None else in_stock,
+        extra=columns.extra(record),
+    )

@@ -70,8 +70,6 @@ class ImageFetcher:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self.downloaded = 0
-        self.cache_hits = 0
 
     async def __aenter__(self) -> ImageFetcher:
         timeout = aiohttp.ClientTimeout(
@@ -118,7 +116,6 @@ class ImageFetcher:
     async def _fetch_url(self, url: str) -> FetchedImage:
         cached = self.cache_path(url)
         if cached.is_file():
-            self.cache_hits += 1
             return FetchedImage(await asyncio.to_thread(cached.read_bytes), str(cached))
         async with self._slots:
             retrying = AsyncRetrying(
@@ -134,7 +131,6 @@ class ImageFetcher:
             except _Transient as exc:
                 raise FetchError(f"{exc} (after {self._settings.retries + 1} attempts)") from None
         await asyncio.to_thread(self._store, cached, data)
-        self.downloaded += 1
         return FetchedImage(data, str(cached))
 
     async def _download(self, url: str) -> bytes:

@@ -1,8 +1,8 @@
-"""Build an index from a feed: read -> fetch -> decode -> embed -> write -> publish.
+"""Build an index from a feed, top-down: read the feed -> one record per image ->
+fetch, decode and embed them (here, or on a Ray cluster), reusing the vectors of images
+unchanged since the served build -> assemble products and rows -> write -> publish.
 
-Fetching and decoding run ahead of the model in bounded stages, so the model is the only
-thing a build waits for. Images whose bytes are unchanged since the served build reuse
-their stored vectors (incremental rebuilds). The result is published atomically.
+The result is published atomically; a failed or killed build leaves the served one as it was.
 """
 
 from __future__ import annotations
@@ -10,49 +10,44 @@ from __future__ import annotations
 import asyncio
 import csv
 import fcntl
-import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from engine.catalog import ImageRecord
 from engine.config import Settings
-from engine.embedder import Embedder
-from engine.images import ImageError
-from engine.index import (
-    BUILDS_DIR,
-    SKIPPED_FILE,
-    IndexLoadError,
-    Manifest,
-    file_sha256,
-    finish_build,
-    graph_metric,
-    new_build_id,
-    open_index,
-    publish,
-    remove_stale_temp_builds,
-    write_build_files,
-)
-from engine.ingest.feed import FeedItem, Skipped, read_feed
-from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
+from engine.embedder import Embedder, model_identity
+from engine.index import IndexLoadError, open_index
+from engine.ingest.feed import Feed, Skipped, read_feed
+from engine.ingest.feed_image import FeedImage, ImageStatus, feed_images
+from engine.ingest.fetch import FetchSettings, ImageFetcher
+from engine.ingest.local_embed import LocalEmbedding
 from engine.ingest.ray_embed import (
-    EMBED,
-    REUSED,
+    ClusterPlan,
     DecodeContext,
     RayOutcome,
     RayUnavailable,
     embed_on_ray,
 )
-from engine.search import model_identity
+from engine.store import (
+    BUILDS_DIR,
+    SKIPPED_FILE,
+    Manifest,
+    file_sha256,
+    finish_build,
+    new_build_id,
+    publish,
+    remove_stale_temp_builds,
+    write_build_files,
+)
 from engine.types import Product
 
 log = logging.getLogger(__name__)
@@ -62,11 +57,225 @@ class BuildError(RuntimeError):
     """The build cannot go on (another build running, nothing usable in the feed)."""
 
 
+async def build_index(
+    settings: Settings,
+    catalog_path: Path,
+    index_dir: Path,
+    embedder: Embedder,
+    show_progress: bool = True,
+    ray_address: str | None = None,
+    use_ray: bool = False,
+) -> BuildReport:
+    """Build and publish an index of `catalog_path` into `index_dir`. With `use_ray`, the
+    images are downloaded, decoded and embedded on a Ray cluster (`ray_address`, or a
+    local Ray instance when None); everything else is the same as a local build."""
+    started = time.perf_counter()
+    with _build_lock(index_dir):
+        remove_stale_temp_builds(index_dir)
+        feed = read_feed(catalog_path, settings.catalog.columns)
+        images = feed_images(feed.items)
+        if not images:
+            raise BuildError(
+                f"{catalog_path} has no usable product rows ({len(feed.skipped)} skipped)"
+            )
+        reuse = _previous_build(index_dir, embedder)
+        sources = _Sources.of(settings, catalog_path, index_dir)
+        progress = tqdm(total=len(images), unit="img", desc="Embedding", disable=not show_progress)
+        with progress:
+            if use_ray:
+                embedded_on = await asyncio.to_thread(
+                    _embed_on_ray, images, embedder, settings, reuse, sources, ray_address, progress
+                )
+            else:
+                embedded_on = await _embed_here(
+                    images, embedder, settings, reuse, sources, progress
+                )
+        built = _assemble(feed, images)
+        if not built.rows:
+            raise BuildError("no image in the catalog could be used; see skipped.csv reasons")
+        final_dir = _write_and_publish(index_dir, built, settings, embedder, catalog_path, started)
+    return BuildReport(
+        final_dir.name,
+        final_dir,
+        len(built.products),
+        len(built.rows),
+        sum(image.status is ImageStatus.EMBEDDED for image in images),
+        sum(image.status is ImageStatus.REUSED for image in images),
+        built.skipped,
+        time.perf_counter() - started,
+        embedded_on,
+    )
+
+
 @dataclass(frozen=True)
-class _ImageJob:
-    ordinal: int
-    item: FeedItem
-    source: str
+class _Sources:
+    """Where a build's images come from: paths relative to the feed's folder, or URLs
+    (downloads cached under `build.cache_dir`, by default the index's cache/)."""
+
+    base_dir: Path
+    cache_dir: Path
+    fetch: FetchSettings
+
+    @classmethod
+    def of(cls, settings: Settings, catalog_path: Path, index_dir: Path) -> _Sources:
+        build = settings.build
+        cache_dir = (
+            settings.resolve_path(build.cache_dir) if build.cache_dir else index_dir / "cache"
+        )
+        return cls(catalog_path.parent, cache_dir, FetchSettings.from_settings(build))
+
+
+async def _embed_here(
+    images: list[FeedImage],
+    embedder: Embedder,
+    settings: Settings,
+    reuse: _PreviousBuild,
+    sources: _Sources,
+    progress: tqdm,
+) -> str:
+    async with ImageFetcher(sources.base_dir, sources.cache_dir, sources.fetch) as fetcher:
+        await LocalEmbedding(embedder, settings, reuse.vector, fetcher, progress).run(images)
+    return "this machine"
+
+
+def _embed_on_ray(
+    images: list[FeedImage],
+    embedder: Embedder,
+    settings: Settings,
+    reuse: _PreviousBuild,
+    sources: _Sources,
+    address: str | None,
+    progress: tqdm,
+) -> str:
+    """The same stages on a Ray cluster; only the results come back here."""
+    build = settings.build
+    context = DecodeContext(
+        sources.base_dir,
+        sources.cache_dir,
+        sources.fetch,
+        settings.images,
+        embedder.image_preprocessor,
+        frozenset(reuse.rows_by_digest),
+    )
+    plans: list[ClusterPlan] = []
+    outcomes = embed_on_ray(
+        [(ordinal, image.source) for ordinal, image in enumerate(images)],
+        context,
+        settings.model,
+        settings.source.parent,
+        address=address,
+        batch_size=build.batch_size,
+        cpus_per_actor=build.ray_cpus_per_actor,
+        decode_workers=build.ray_decode_workers,
+        on_plan=plans.append,
+    )
+    try:
+        for outcome in outcomes:
+            _take_outcome(images[outcome.ordinal], outcome, reuse)
+            progress.update()
+    except RayUnavailable as exc:
+        raise BuildError(str(exc)) from None
+    return plans[0].describe() if plans else "Ray"
+
+
+def _take_outcome(image: FeedImage, outcome: RayOutcome, reuse: _PreviousBuild) -> None:
+    if outcome.digest:
+        image.fetched(outcome.digest, outcome.local_path)
+    stored = reuse.vector(outcome.digest) if outcome.status is ImageStatus.REUSED else None
+    if outcome.status is ImageStatus.EMBEDDED and outcome.vector is not None:
+        image.embedded(outcome.vector)
+    elif stored is not None:
+        image.reused(stored)
+    else:
+        image.skip(outcome.reason or "not embedded")
+
+
+@dataclass
+class _Built:
+    """What the index will hold: products, their images as rows, and what was skipped."""
+
+    products: list[Product] = field(default_factory=list)
+    records: list[ImageRecord] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def add(self, product: Product, images: list[FeedImage]) -> None:
+        self.products.append(replace(product, image=images[0].source))
+        for image in images:
+            self.records.append(
+                ImageRecord(
+                    len(self.rows), product.product_id, image.source, image.local_path, image.digest
+                )
+            )
+            self.rows.append(image.vector)
+
+
+def _assemble(feed: Feed, images: list[FeedImage]) -> _Built:
+    """Products with at least one usable image, and those images as index rows. Keys
+    follow feed order, so the same feed always yields the same index."""
+    built = _Built(skipped=list(feed.skipped))
+    for _, group in groupby(images, key=lambda image: image.item.row):
+        product_images = list(group)
+        item = product_images[0].item
+        built.skipped += [i.skipped() for i in product_images if i.status is ImageStatus.SKIPPED]
+        kept = _distinct_usable(product_images)
+        if kept:
+            built.add(item.product, kept)
+        else:
+            pid = item.product.product_id
+            built.skipped.append(Skipped(item.row, pid, "", "no usable image; product left out"))
+    return built
+
+
+def _distinct_usable(images: list[FeedImage]) -> list[FeedImage]:
+    """The usable images, each picture once (a product may list the same one twice)."""
+    seen: set[str] = set()
+    kept = []
+    for image in images:
+        if image.usable and image.digest not in seen:
+            seen.add(image.digest)
+            kept.append(image)
+    return kept
+
+
+def _write_and_publish(
+    index_dir: Path,
+    built: _Built,
+    settings: Settings,
+    embedder: Embedder,
+    catalog_path: Path,
+    started: float,
+) -> Path:
+    """Write the build under builds/.tmp-<id>/, then publish it; removed if anything fails."""
+    build_id = new_build_id()
+    tmp_dir = index_dir / BUILDS_DIR / f".tmp-{build_id}"
+    tmp_dir.mkdir(parents=True)
+    try:
+        write_build_files(
+            tmp_dir,
+            np.stack(built.rows),
+            built.products,
+            built.records,
+            settings.index,
+            category_probe=settings.build.category_probe,
+        )
+        _write_skipped(tmp_dir / SKIPPED_FILE, built.skipped)
+        manifest = Manifest(
+            build_id=build_id,
+            model=model_identity(embedder),
+            dtype=settings.index.dtype,
+            products=len(built.products),
+            images=len(built.rows),
+            skipped=len(built.skipped),
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            build_seconds=round(time.perf_counter() - started, 3),
+            catalog_sha256=file_sha256(catalog_path),
+        )
+        finish_build(tmp_dir, manifest)
+        return publish(index_dir, tmp_dir, build_id, settings.build.keep_builds)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
 
 
 @dataclass
@@ -129,302 +338,9 @@ def _previous_build(index_dir: Path, embedder: Embedder) -> _PreviousBuild:
         previous.close()  # the catalog; the vectors stay memory-mapped
 
 
-class _Embedding:
-    """The decode and model stages, fed by `run` with prepared jobs."""
-
-    def __init__(self, embedder: Embedder, settings: Settings, reuse: _PreviousBuild):
-        self.embedder = embedder
-        self.settings = settings
-        self.reuse = reuse
-        self.limits = settings.images
-        self.vectors: dict[int, np.ndarray] = {}
-        self.hashes: dict[int, str] = {}
-        self.local_paths: dict[int, str] = {}
-        self.skipped: list[Skipped] = []
-        self.embedded = 0
-        self.reused = 0
-        self.embedded_on = "this machine"
-
-    def _decode(self, data: bytes) -> torch.Tensor:
-        return self.embedder.image_preprocessor.from_bytes(data, self.limits)
-
-    def _skip(self, job: _ImageJob, reason: str) -> None:
-        product_id = job.item.product.product_id
-        self.skipped.append(Skipped(job.item.row, product_id, job.source, reason))
-
-    async def run(self, jobs: list[_ImageJob], fetcher: ImageFetcher, progress: tqdm) -> None:
-        loop = asyncio.get_running_loop()
-        build = self.settings.build
-        ready: asyncio.Queue[tuple[_ImageJob, torch.Tensor] | None] = asyncio.Queue(build.prefetch)
-        in_flight = asyncio.Semaphore(build.prefetch)
-        decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="build-decode")
-        model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build-model")
-
-        async def prepare(job: _ImageJob) -> None:
-            try:
-                fetched = await fetcher.fetch(job.source)
-                digest = hashlib.sha256(fetched.data).hexdigest()
-                self.hashes[job.ordinal] = digest
-                self.local_paths[job.ordinal] = fetched.local_path
-                reused = self.reuse.vector(digest)
-                if reused is not None:
-                    self.vectors[job.ordinal] = reused
-                    self.reused += 1
-                    progress.update()
-                    return
-                pixels = await loop.run_in_executor(decode_pool, self._decode, fetched.data)
-                await ready.put((job, pixels))
-            except (FetchError, ImageError) as exc:
-                self._skip(job, str(exc))
-                progress.update()
-            except Exception as exc:  # one bad image never stops a build
-                log.warning("unexpected error on %s: %r", job.source, exc)
-                self._skip(job, f"unexpected error: {exc!r}")
-                progress.update()
-            finally:
-                in_flight.release()
-
-        async def produce() -> None:
-            tasks = set()
-            for job in jobs:
-                await in_flight.acquire()
-                task = asyncio.create_task(prepare(job))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            await asyncio.gather(*tasks)
-            await ready.put(None)
-
-        async def consume() -> None:
-            finished = False
-            while not finished:
-                entry = await ready.get()
-                if entry is None:
-                    break
-                batch = [entry]
-                while len(batch) < build.batch_size:
-                    try:
-                        more = ready.get_nowait()
-                    except asyncio.QueueEmpty:
-                        break
-                    if more is None:
-                        finished = True
-                        break
-                    batch.append(more)
-                tensors = [pixels for _, pixels in batch]
-                try:
-                    vectors = await loop.run_in_executor(
-                        model_pool, self.embedder.embed_image_tensors, tensors
-                    )
-                except Exception as exc:
-                    for job, _ in batch:
-                        self._skip(job, f"model failed on this batch: {exc!r}")
-                    progress.update(len(batch))
-                    continue
-                for (job, _), vector in zip(batch, vectors, strict=True):
-                    self.vectors[job.ordinal] = vector.astype(np.float16)
-                self.embedded += len(batch)
-                progress.update(len(batch))
-
-        try:
-            await asyncio.gather(produce(), consume())
-        finally:
-            decode_pool.shutdown(wait=True)
-            model_pool.shutdown(wait=True)
-
-    def run_on_ray(
-        self,
-        jobs: list[_ImageJob],
-        base_dir: Path,
-        cache_dir: Path,
-        fetch: FetchSettings,
-        address: str | None,
-        progress: tqdm,
-    ) -> None:
-        """The same stages on a Ray cluster; only the results come back here."""
-        build = self.settings.build
-        context = DecodeContext(
-            base_dir,
-            cache_dir,
-            fetch,
-            self.limits,
-            self.embedder.image_preprocessor,
-            frozenset(self.reuse.rows_by_digest),
-        )
-        by_ordinal = {job.ordinal: job for job in jobs}
-        outcomes = embed_on_ray(
-            [(job.ordinal, job.source) for job in jobs],
-            context,
-            self.settings.model,
-            self.settings.source.parent,
-            address=address,
-            batch_size=build.batch_size,
-            cpus_per_actor=build.ray_cpus_per_actor,
-            decode_workers=build.ray_decode_workers,
-            on_plan=lambda plan: setattr(self, "embedded_on", plan.describe()),
-        )
-        try:
-            self._record_ray_outcomes(outcomes, by_ordinal, progress)
-        except RayUnavailable as exc:
-            raise BuildError(str(exc)) from None
-
-    def _record_ray_outcomes(
-        self, outcomes: Iterable[RayOutcome], by_ordinal: dict[int, _ImageJob], progress: tqdm
-    ) -> None:
-        for outcome in outcomes:
-            job = by_ordinal[outcome.ordinal]
-            if outcome.digest:
-                self.hashes[job.ordinal] = outcome.digest
-                self.local_paths[job.ordinal] = outcome.local_path
-            reused = self.reuse.vector(outcome.digest) if outcome.status == REUSED else None
-            if outcome.status == EMBED and outcome.vector is not None:
-                self.vectors[job.ordinal] = outcome.vector.astype(np.float16)
-                self.embedded += 1
-            elif reused is not None:
-                self.vectors[job.ordinal] = reused
-                self.reused += 1
-            else:
-                self._skip(job, outcome.reason or "not embedded")
-            progress.update()
-
-
 def _write_skipped(path: Path, skipped: list[Skipped]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "product_id", "image", "reason"])
         for s in sorted(skipped, key=lambda s: (s.row, s.image)):
             writer.writerow([s.row, s.product_id, s.image, s.reason])
-
-
-async def build_index(
-    settings: Settings,
-    catalog_path: Path,
-    index_dir: Path,
-    embedder: Embedder,
-    show_progress: bool = True,
-    ray_address: str | None = None,
-    use_ray: bool = False,
-) -> BuildReport:
-    """Build and publish an index of `catalog_path` into `index_dir`. With `use_ray`, the
-    images are downloaded, decoded and embedded on a Ray cluster (`ray_address`, or a
-    local Ray instance when None); everything else is the same as a local build."""
-    started = time.perf_counter()
-    with _build_lock(index_dir):
-        remove_stale_temp_builds(index_dir)
-        feed = read_feed(catalog_path, settings.catalog.columns)
-        per_item: list[tuple[FeedItem, list[_ImageJob]]] = []
-        jobs: list[_ImageJob] = []
-        for item in feed.items:
-            item_jobs = [_ImageJob(len(jobs) + i, item, src) for i, src in enumerate(item.images)]
-            jobs.extend(item_jobs)
-            per_item.append((item, item_jobs))
-        if not jobs:
-            raise BuildError(
-                f"{catalog_path} has no usable product rows ({len(feed.skipped)} skipped)"
-            )
-        reuse = _previous_build(index_dir, embedder)
-        stage = _Embedding(embedder, settings, reuse)
-        build = settings.build
-        cache_dir = (
-            settings.resolve_path(build.cache_dir) if build.cache_dir else index_dir / "cache"
-        )
-        fetch_settings = FetchSettings.from_settings(build)
-        with tqdm(total=len(jobs), unit="img", desc="Embedding", disable=not show_progress) as bar:
-            if use_ray:
-                await asyncio.to_thread(
-                    stage.run_on_ray,
-                    jobs,
-                    catalog_path.parent,
-                    cache_dir,
-                    fetch_settings,
-                    ray_address,
-                    bar,
-                )
-            else:
-                async with ImageFetcher(catalog_path.parent, cache_dir, fetch_settings) as f:
-                    await stage.run(jobs, f, bar)
-
-        products, records, rows = _assemble(per_item, stage, feed.skipped)
-        if not rows:
-            raise BuildError("no image in the catalog could be used; see skipped.csv reasons")
-
-        build_id = new_build_id()
-        tmp_dir = index_dir / BUILDS_DIR / f".tmp-{build_id}"
-        tmp_dir.mkdir(parents=True)
-        try:
-            write_build_files(
-                tmp_dir,
-                np.stack(rows),
-                products,
-                records,
-                settings.index,
-                category_probe=build.category_probe,
-            )
-            skipped = feed.skipped + stage.skipped
-            _write_skipped(tmp_dir / SKIPPED_FILE, skipped)
-            seconds = time.perf_counter() - started
-            manifest = Manifest(
-                build_id=build_id,
-                model=model_identity(embedder),
-                dtype=settings.index.dtype,
-                metric=graph_metric(settings.index.dtype),
-                products=len(products),
-                images=len(rows),
-                skipped=len(skipped),
-                built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                build_seconds=round(seconds, 3),
-                catalog_sha256=file_sha256(catalog_path),
-            )
-            finish_build(tmp_dir, manifest)
-            final_dir = publish(index_dir, tmp_dir, build_id, build.keep_builds)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
-    return BuildReport(
-        build_id,
-        final_dir,
-        len(products),
-        len(rows),
-        stage.embedded,
-        stage.reused,
-        skipped,
-        time.perf_counter() - started,
-        stage.embedded_on,
-    )
-
-
-def _assemble(
-    per_item: list[tuple[FeedItem, list[_ImageJob]]],
-    stage: _Embedding,
-    skipped: list[Skipped],
-) -> tuple[list[Product], list[ImageRecord], list[np.ndarray]]:
-    """Products with at least one embedded image, and their images as index rows.
-    Keys follow feed order, so the same feed always yields the same index."""
-    products: list[Product] = []
-    records: list[ImageRecord] = []
-    rows: list[np.ndarray] = []
-    for item, item_jobs in per_item:
-        pid = item.product.product_id
-        digests_seen: set[str] = set()
-        kept = []
-        for job in item_jobs:
-            digest = stage.hashes.get(job.ordinal)
-            if job.ordinal not in stage.vectors or digest in digests_seen:
-                continue  # failed (already reported), or the same picture twice
-            digests_seen.add(digest or "")
-            kept.append(job)
-        if not kept:
-            skipped.append(Skipped(item.row, pid, "", "no usable image; product left out"))
-            continue
-        products.append(replace(item.product, image=kept[0].source))
-        for job in kept:
-            records.append(
-                ImageRecord(
-                    len(rows),
-                    pid,
-                    job.source,
-                    stage.local_paths.get(job.ordinal),
-                    stage.hashes[job.ordinal],
-                )
-            )
-            rows.append(stage.vectors[job.ordinal])
-    return products, records, rows

@@ -22,11 +22,10 @@ import numpy as np
 from engine.config import ImageSettings, ModelSettings
 from engine.embedder import ImagePreprocessor, load_embedder
 from engine.images import ImageError
+from engine.ingest.feed_image import ImageStatus
 from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
 
 log = logging.getLogger(__name__)
-
-EMBED, REUSED, SKIPPED = "embed", "reused", "skipped"
 
 
 class RayUnavailable(RuntimeError):
@@ -38,7 +37,7 @@ class RayOutcome:
     """What happened to one image: embedded (vector), unchanged (reuse), or skipped."""
 
     ordinal: int
-    status: str
+    status: ImageStatus
     digest: str = ""
     local_path: str = ""
     reason: str = ""
@@ -84,24 +83,27 @@ class FetchAndDecode:
             )
 
     def _prepare(self, fetched: Any) -> tuple[str, str, str, str, bytes]:
+        """(status, digest, local path, reason, pixels); plain values, for the wire."""
+        skipped = ImageStatus.SKIPPED.value
         if isinstance(fetched, FetchError):
-            return SKIPPED, "", "", str(fetched), b""
+            return skipped, "", "", str(fetched), b""
         if isinstance(fetched, BaseException):
-            return SKIPPED, "", "", f"unexpected error: {fetched!r}", b""
+            return skipped, "", "", f"unexpected error: {fetched!r}", b""
         digest = hashlib.sha256(fetched.data).hexdigest()
         if digest in self.context.known_digests:
-            return REUSED, digest, fetched.local_path, "", b""
+            return ImageStatus.REUSED.value, digest, fetched.local_path, "", b""
         try:
             pixels = self.context.preprocessor.from_bytes(fetched.data, self.context.limits).numpy()
         except ImageError as exc:
-            return SKIPPED, digest, fetched.local_path, str(exc), b""
+            return skipped, digest, fetched.local_path, str(exc), b""
         except Exception as exc:  # one bad image never stops a build
-            return SKIPPED, digest, fetched.local_path, f"unexpected error: {exc!r}", b""
-        return EMBED, digest, fetched.local_path, "", pixels.tobytes()
+            return skipped, digest, fetched.local_path, f"unexpected error: {exc!r}", b""
+        return ImageStatus.EMBED.value, digest, fetched.local_path, "", pixels.tobytes()
 
 
 class EmbedOnActor:
-    """Ray Data callable class holding the model: embeds the rows marked EMBED."""
+    """Ray Data callable class holding the model: embeds the rows marked EMBED (and marks
+    them EMBEDDED)."""
 
     def __init__(
         self, model: ModelSettings, base_dir: Path | None, image_size: int, uint8_pixels: bool
@@ -114,7 +116,8 @@ class EmbedOnActor:
         import torch
 
         vectors = np.zeros((len(batch["ordinal"]), self.embedder.dim), dtype=np.float16)
-        todo = [i for i, status in enumerate(batch["status"]) if status == EMBED]
+        statuses = np.array(batch["status"], dtype=object)
+        todo = [i for i, status in enumerate(statuses) if status == ImageStatus.EMBED.value]
         if todo:
             pixels = torch.stack(
                 [
@@ -127,8 +130,9 @@ class EmbedOnActor:
                 ]
             )
             vectors[todo] = self.embedder.embed_image_tensors(pixels).astype(np.float16)
+        statuses[todo] = ImageStatus.EMBEDDED.value
         out = {key: value for key, value in batch.items() if key != "pixels"}
-        out["vector"] = vectors
+        out["status"], out["vector"] = statuses, vectors
         return out
 
 
@@ -233,16 +237,20 @@ def embed_on_ray(
             batch_format="numpy",
         )
         for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            for i, ordinal in enumerate(batch["ordinal"]):
-                status = str(batch["status"][i])
-                yield RayOutcome(
-                    int(ordinal),
-                    status,
-                    str(batch["digest"][i]),
-                    str(batch["local_path"][i]),
-                    str(batch["reason"][i]),
-                    np.asarray(batch["vector"][i]) if status == EMBED else None,
-                )
+            yield from _outcomes(batch)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _outcomes(batch: dict[str, np.ndarray]) -> Iterator[RayOutcome]:
+    for i, ordinal in enumerate(batch["ordinal"]):
+        status = ImageStatus(str(batch["status"][i]))
+        yield RayOutcome(
+            int(ordinal),
+            status,
+            str(batch["digest"][i]),
+            str(batch["local_path"][i]),
+            str(batch["reason"][i]),
+            np.asarray(batch["vector"][i]) if status is ImageStatus.EMBEDDED else None,
+        )

@@ -9,9 +9,10 @@ import os
 
 from bot.i18n import catalog
 from bot.telegram_bot import TelegramBot
+from engine.embedder import model_identity
 from engine.index import open_index
 from engine.ingest.pipeline import build_index
-from engine.search import Engine, model_identity
+from engine.search import Engine
 from tests.bot.test_telegram import bot_settings, photo, titles
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, make_settings
 from tests.fakes.hostile_images import awkward_but_valid, broken_files

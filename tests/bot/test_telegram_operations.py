@@ -17,9 +17,10 @@ import pytest
 
 from bot.logs import SecretRedactor
 from bot.telegram_bot import BotConfigError, TelegramBot
+from engine.embedder import model_identity
 from engine.index import open_index
 from engine.ingest.pipeline import build_index
-from engine.search import Engine, model_identity
+from engine.search import Engine
 from engine.types import Hit, Product
 from tests.bot.test_telegram import bot_settings, photo, titles
 from tests.conftest import DEMO_CATALOG, REPO_ROOT, make_settings

@@ -7,17 +7,10 @@ import pytest
 from usearch.index import Index
 
 from engine.config import IndexSettings
-from engine.index import (
-    ANN_FILE,
-    CURRENT_FILE,
-    IndexLoadError,
-    ModelIdentity,
-    current_build_dir,
-    graph_query,
-    graph_vectors,
-    open_index,
-)
+from engine.graph import graph_query, graph_vectors
+from engine.index import IndexLoadError, open_index
 from engine.ranking import RankingParams, rank
+from engine.store import ANN_FILE, CURRENT_FILE, ModelIdentity, current_build_dir
 from engine.types import Filters
 from tests.fakes.synthetic import clip_like_vectors, write_synthetic_index
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from engine.index import SKIPPED_FILE, open_index
+from engine.index import open_index
 from engine.ingest.pipeline import build_index
+from engine.store import SKIPPED_FILE
 from tests.conftest import DEMO_IMAGES, make_settings
 from tests.fakes.loopback import LoopbackServer
 

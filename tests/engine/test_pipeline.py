@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.embedder import load_embedder
-from engine.index import CURRENT_FILE, SKIPPED_FILE, current_build_dir, open_index
+from engine.embedder import load_embedder, model_identity
+from engine.index import open_index
 from engine.ingest import pipeline
 from engine.ingest.pipeline import BuildError, build_index
-from engine.search import model_identity
+from engine.store import CURRENT_FILE, SKIPPED_FILE, current_build_dir
 from tests.conftest import DEMO_CATALOG, REPO_ROOT, make_settings
 
 FIELDS = ["product_id", "title", "url", "image", "price", "currency", "category", "in_stock"]

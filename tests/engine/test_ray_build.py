@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import ray
 
-from engine.index import SKIPPED_FILE, open_index
+from engine.index import open_index
 from engine.ingest.pipeline import build_index
 from engine.ingest.ray_embed import ClusterPlan, plan_cluster
+from engine.store import SKIPPED_FILE
 from tests.conftest import make_settings
 from tests.engine.test_pipeline import demo_rows, unreadable_image_rows, write_catalog
 

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from engine.batcher import EngineBusy
+from engine.embedder import model_identity
 from engine.images import NotAnImage
 from engine.index import open_index
 from engine.ingest.pipeline import build_index
-from engine.search import Engine, model_identity
+from engine.search import Engine
 from engine.types import Filters
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, make_settings
 

@@ -9,11 +9,11 @@ import numpy as np
 
 from engine.catalog import ImageRecord
 from engine.config import IndexSettings
-from engine.index import (
+from engine.graph import GRAPH_METRIC
+from engine.store import (
     Manifest,
     ModelIdentity,
     finish_build,
-    graph_metric,
     new_build_id,
     publish,
     write_build_files,
@@ -80,7 +80,7 @@ def write_synthetic_index(
         build_id,
         identity,
         settings.dtype,
-        graph_metric(settings.dtype),
+        GRAPH_METRIC,
         products=len(products),
         images=len(records),
     )

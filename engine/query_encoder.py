@@ -1,0 +1,138 @@
+"""A query's vector: photos decoded and preprocessed on a CPU pool, then embedded with
+other shoppers' photos and texts in one forward pass on the model thread (micro-batched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.batcher import MicroBatcher
+from engine.config import Settings
+from engine.embedder import Embedder
+from engine.types import TextSearchUnavailable
+
+
+@dataclass(frozen=True)
+class _ModelJob:
+    pixels: torch.Tensor | None = None
+    text: str | None = None
+
+
+def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
+    """One forward pass for the images of a batch, one for its texts."""
+    out: list[np.ndarray | None] = [None] * len(jobs)
+    image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None]
+    text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
+    if image_slots:
+        vectors = embedder.embed_image_tensors([jobs[i].pixels for i in image_slots])
+        for slot, vector in zip(image_slots, vectors, strict=True):
+            out[slot] = vector
+    if text_slots:
+        vectors = embedder.embed_texts([jobs[i].text or "" for i in text_slots])
+        for slot, vector in zip(text_slots, vectors, strict=True):
+            out[slot] = vector
+    return [v for v in out if v is not None]
+
+
+def _normalise(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+class _PhotosOnTheirWay:
+    """How many query photos are being decoded: the model batch waits for these (up to
+    `model.companion_wait_ms`), never for strangers."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
+class QueryEncoder:
+    def __init__(self, embedder: Embedder, settings: Settings, cpu_pool: Executor) -> None:
+        """`cpu_pool` decodes; `model.*` sizes the batches, `search.flip_augment` adds
+        each photo's mirror image, `images.*` are the decoding limits."""
+        self.embedder = embedder
+        self._limits = settings.images
+        self._cpu_pool = cpu_pool
+        self._flip = settings.search.flip_augment
+        self._on_their_way = _PhotosOnTheirWay()
+        model = settings.model
+        self.batcher: MicroBatcher[_ModelJob, np.ndarray] = MicroBatcher(
+            lambda jobs: _run_model_jobs(embedder, jobs),
+            max_batch=model.max_batch,
+            max_wait_ms=model.max_wait_ms,
+            max_queue=model.max_queue,
+            on_their_way=self._on_their_way,
+            companion_wait_ms=model.companion_wait_ms,
+        )
+
+    def _model_views(self, data: bytes) -> list[torch.Tensor]:
+        """The photo's pixels for the model (and its mirror image with flip_augment)."""
+        pixels = self.embedder.image_preprocessor.from_bytes(data, self._limits)
+        return [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
+
+    async def embed(
+        self, images: Sequence[bytes], text: str | None, text_weight: float
+    ) -> np.ndarray:
+        """The query vector for photos (several are averaged: an album is one look), a
+        text, or photos refined by a text (weighted by `text_weight`)."""
+        if not images and not (text and text.strip()):
+            raise ValueError("a search needs a photo or some text")
+        if text and not self.embedder.text_search:
+            if not images:
+                name = self.embedder.spec.configured_name
+                raise TextSearchUnavailable(f"model {name!r} has no text encoder: search by photo")
+            text = None  # a caption cannot refine; `SearchPage.text_ignored` says so
+        image_futures = [future for data in images for future in await self._submit_photo(data)]
+        text_future = self.batcher.submit_async(_ModelJob(text=text)) if text else None
+        vector = np.zeros(self.embedder.dim, dtype=np.float32)
+        if image_futures:
+            vector += _normalise(np.mean(await asyncio.gather(*image_futures), axis=0))
+        if text_future is not None:
+            vector += (text_weight if images else 1.0) * await text_future
+        return _normalise(vector)
+
+    async def _submit_photo(self, data: bytes) -> list[asyncio.Future[np.ndarray]]:
+        """Decode on the CPU pool, then queue each view for the model."""
+        loop = asyncio.get_running_loop()
+        with self._on_their_way.decoding():
+            views = await loop.run_in_executor(self._cpu_pool, self._model_views, data)
+            # queued now (not when awaited), before this photo stops counting as on its way
+            return [asyncio.wrap_future(self.batcher.submit(_ModelJob(pixels=v))) for v in views]
+
+    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = await asyncio.gather(
+            *(self.batcher.submit_async(_ModelJob(text=t)) for t in texts)
+        )
+        return np.stack(vectors)
+
+    async def warm_up(self) -> None:
+        """One image and one text through the worker, so the first shopper does not pay
+        for lazy initialisation."""
+        size = self.embedder.image_size
+        blank = self.embedder.preprocess_image(Image.new("RGB", (size, size), "white"))
+        await self.batcher.submit_async(_ModelJob(pixels=blank))
+        if self.embedder.text_search:
+            await self.batcher.submit_async(_ModelJob(text="a photo of a garment"))
+
+    def close(self) -> None:
+        self.batcher.close()

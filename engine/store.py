@@ -1,0 +1,212 @@
+"""The index on disk: its layout, manifest and checksums, writing a build and publishing it
+atomically. Serving it is `engine.index`; the graph inside it, `engine.graph`.
+
+Layout of `index.dir`:
+
+    CURRENT                  the id of the build being served (replaced atomically)
+    builds/<id>/manifest.json
+    builds/<id>/vectors.npy  float16 embeddings, row = key (kept so the graph can be
+                             rebuilt with other settings, and results re-ranked exactly)
+    builds/<id>/ann.usearch  HNSW graph over the same rows, served memory-mapped
+    builds/<id>/catalog.sqlite
+    builds/<id>/category_probe.npz  the catalog's category classifier (engine.category),
+                             when its products have categories
+    builds/<id>/skipped.csv  rows and images the build skipped, with the reason
+    cache/                   downloaded images, keyed by URL (survives rebuilds)
+
+A build is written under builds/.tmp-<id>/ and renamed into place; CURRENT changes only
+after everything is on disk, so a killed build never touches what is being served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import usearch
+
+from engine.catalog import CatalogWriter, ImageRecord
+from engine.category import PROBE_FILE, train_probe
+from engine.config import IndexSettings
+from engine.graph import GRAPH_METRIC, write_ann
+from engine.types import Product
+
+FORMAT_VERSION = 1
+CURRENT_FILE = "CURRENT"
+BUILDS_DIR = "builds"
+MANIFEST_FILE = "manifest.json"
+VECTORS_FILE = "vectors.npy"
+ANN_FILE = "ann.usearch"
+CATALOG_FILE = "catalog.sqlite"
+SKIPPED_FILE = "skipped.csv"
+CHECKSUMMED_FILES = (VECTORS_FILE, ANN_FILE, CATALOG_FILE)
+# Written only when the catalog allows (a probe needs categories); checksummed when there.
+OPTIONAL_FILES = (PROBE_FILE,)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    name: str
+    pretrained: str
+    dim: int
+    fingerprint: str
+    preprocess: str = "crop"
+
+
+@dataclass
+class Manifest:
+    build_id: str
+    model: ModelIdentity
+    dtype: str
+    metric: str = GRAPH_METRIC
+    format_version: int = FORMAT_VERSION
+    usearch_version: str = usearch.__version__
+    products: int = 0
+    images: int = 0
+    skipped: int = 0
+    built_at: str = ""
+    build_seconds: float = 0.0
+    catalog_sha256: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # name -> sha256
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        raw["model"] = ModelIdentity(**raw["model"])
+        return cls(**raw)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def new_build_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 100000:05d}"
+
+
+def current_build_dir(index_dir: Path) -> Path | None:
+    pointer = index_dir / CURRENT_FILE
+    if not pointer.is_file():
+        return None
+    build_id = pointer.read_text(encoding="utf-8").strip()
+    return index_dir / BUILDS_DIR / build_id if build_id else None
+
+
+def write_build_files(
+    build_dir: Path,
+    vectors: np.ndarray,
+    products: Iterable[Product],
+    records: Iterable[ImageRecord],
+    settings: IndexSettings,
+    graph: Path | None = None,
+    category_probe: bool = True,
+) -> None:
+    """Vectors (f16, row = key), the ANN graph over them, the catalog, and (when the
+    catalog has categories and `category_probe`) the category probe. `graph`: one already
+    built over exactly these vectors with `settings`, copied instead of rebuilt."""
+    products, records = list(products), list(records)
+    half = np.ascontiguousarray(vectors, dtype=np.float16)
+    np.save(build_dir / VECTORS_FILE, half)
+    if graph is not None:
+        shutil.copyfile(graph, build_dir / ANN_FILE)
+    else:
+        write_ann(
+            half,
+            build_dir / ANN_FILE,
+            settings.dtype,
+            settings.connectivity,
+            settings.expansion_add,
+        )
+    writer = CatalogWriter(build_dir / CATALOG_FILE)
+    writer.add_products(products)
+    writer.add_images(records)
+    writer.close()
+    if category_probe:
+        _write_category_probe(build_dir, half, products, records)
+
+
+def _write_category_probe(
+    build_dir: Path, vectors: np.ndarray, products: list[Product], records: list[ImageRecord]
+) -> None:
+    category_of = {p.product_id: p.category.strip() for p in products}
+    rows = sorted(records, key=lambda r: r.key)
+    probe = train_probe(
+        vectors[[r.key for r in rows]],
+        [category_of.get(r.product_id, "") for r in rows],
+        [r.product_id for r in rows],
+    )
+    if probe is not None:
+        probe.save(build_dir / PROBE_FILE)
+
+
+def finish_build(build_dir: Path, manifest: Manifest) -> None:
+    """Checksum the build's files and write its manifest (last, so its presence means done)."""
+    present = [name for name in OPTIONAL_FILES if (build_dir / name).is_file()]
+    manifest.files = {
+        name: file_sha256(build_dir / name) for name in (*CHECKSUMMED_FILES, *present)
+    }
+    tmp = build_dir / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    _fsync(tmp)
+    tmp.replace(build_dir / MANIFEST_FILE)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(index_dir: Path, tmp_build_dir: Path, build_id: str, keep_builds: int = 1) -> Path:
+    """Move a finished build into place and switch CURRENT to it atomically."""
+    builds = index_dir / BUILDS_DIR
+    final = builds / build_id
+    for name in (*CHECKSUMMED_FILES, *OPTIONAL_FILES, MANIFEST_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            _fsync(tmp_build_dir / name)
+    tmp_build_dir.rename(final)
+    pointer_tmp = index_dir / f".{CURRENT_FILE}.{os.getpid()}.tmp"
+    pointer_tmp.write_text(build_id + "\n", encoding="utf-8")
+    _fsync(pointer_tmp)
+    pointer_tmp.replace(index_dir / CURRENT_FILE)
+    _prune_builds(builds, keep=build_id, keep_count=keep_builds)
+    return final
+
+
+def _prune_builds(builds: Path, keep: str, keep_count: int) -> None:
+    finished = sorted(
+        (
+            p
+            for p in builds.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name != keep
+        ),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in finished[keep_count:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temp_builds(index_dir: Path) -> None:
+    """Leftovers of builds that were killed; never the one being served."""
+    builds = index_dir / BUILDS_DIR
+    if builds.is_dir():
+        for leftover in builds.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
