@@ -5,7 +5,9 @@ Two predictors, both measured in docs/quality.md:
   own image vectors and their products' categories; its regularisation is chosen by
   cross-validation on the catalog itself, never on shopper photos;
 - neighbour votes: the similarity-weighted categories of the query's nearest products.
-The engine puts the predicted category's products first (`search.category_probe`,
+The engine adds `search.category_weight` x (the category's predicted share) to each of the
+top candidates' similarity before ordering them, so the likely category comes first while a
+near-copy of the photo from another category still does (`search.category_probe`,
 `search.category_votes`). Neither needs a text tower, so both work with image-only models.
 """
 
@@ -162,17 +164,16 @@ def neighbour_votes(
     return {c: v / total for c, v in votes.items()}
 
 
-def predict_category(
+def combined_shares(
     probe_shares: dict[str, float], vote_shares: dict[str, float], minimum: float
-) -> str | None:
-    """The category with the highest average share among the predictors that spoke,
-    when that share reaches `minimum`."""
+) -> dict[str, float]:
+    """Each category's average share among the predictors that spoke; empty when none did
+    or when no category reaches `minimum` (too unsure to reorder anything)."""
     spoke = [shares for shares in (probe_shares, vote_shares) if shares]
-    if not spoke:
-        return None
     combined: dict[str, float] = {}
     for shares in spoke:
         for category, share in shares.items():
             combined[category] = combined.get(category, 0.0) + share / len(spoke)
-    best = max(combined, key=lambda c: combined[c])
-    return best if combined[best] >= minimum else None
+    if not combined or max(combined.values()) < minimum:
+        return {}
+    return combined

@@ -119,6 +119,7 @@ class SearchSettings(Section):
     category_probe: bool = True
     category_votes: NonNegativeInt = 0
     category_confidence: UnitInterval = 0.0
+    category_weight: NonNegativeFloat = 0.3
 
     @model_validator(mode="after")
     def _default_within_max(self) -> SearchSettings:

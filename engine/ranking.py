@@ -3,6 +3,7 @@ product (its best image), and maximal marginal relevance for variety."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,16 @@ MMR_POOL = 100
 @dataclass(frozen=True)
 class RankedImage:
     record: ImageRecord
-    score: float
+    score: float  # cosine similarity of the query and this image (what shoppers are shown)
+    boost: float = 0.0  # added for ordering only (e.g. the likely category's share)
+
+    @property
+    def relevance(self) -> float:
+        return self.score + self.boost
+
+
+# Reorders the first MMR_POOL candidates (a fixed pool, so pages stay consistent).
+Reorder = Callable[[list[RankedImage]], list[RankedImage]]
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ def diversify(index: VectorIndex, ranked: list[RankedImage], diversity: float) -
         return ranked
     pool, tail = ranked[:MMR_POOL], ranked[MMR_POOL:]
     vectors = index.vectors_for(np.array([r.record.key for r in pool], dtype=np.uint64))
-    relevance = np.array([r.score for r in pool], dtype=np.float32)
+    relevance = np.array([r.relevance for r in pool], dtype=np.float32)
     chosen = [0]
     closest = vectors @ vectors[0]  # similarity to the nearest chosen product
     available = np.ones(len(pool), dtype=bool)
@@ -117,6 +127,10 @@ def rank(
     wanted: int,
     diversity: float,
     params: RankingParams,
+    reorder: Reorder | None = None,
 ) -> list[RankedImage]:
-    pool = max(wanted, MMR_POOL) if diversity > 0 else wanted
-    return diversify(index, candidates(index, query, filters, pool, params), diversity)[:wanted]
+    pool = max(wanted, MMR_POOL) if diversity > 0 or reorder is not None else wanted
+    ranked = candidates(index, query, filters, pool, params)
+    if reorder is not None:
+        ranked = reorder(ranked[:MMR_POOL]) + ranked[MMR_POOL:]
+    return diversify(index, ranked, diversity)[:wanted]

@@ -15,13 +15,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from engine.category import neighbour_votes, predict_category
+from engine.category import combined_shares, neighbour_votes
 from engine.config import Settings
 from engine.embedder import Embedder, load_embedder, model_identity
 from engine.index import VectorIndex
 from engine.query_encoder import QueryEncoder
 from engine.query_store import QueryStore
-from engine.ranking import RankingParams, rank
+from engine.ranking import RankedImage, RankingParams, Reorder, rank
 from engine.serving import ServedIndex, open_configured_index
 from engine.types import Filters, Hit, SearchPage
 from engine.zero_shot import ZeroShotCategories
@@ -84,9 +84,9 @@ class Engine:
         least `search.gating_confidence` sure (softmax over "a photo of a <category>")."""
         return await self.zero_shot.guess(self.categories(), query)
 
-    def _predicted_category(self, index: VectorIndex, query: np.ndarray) -> str | None:
-        """The category the catalog's own probe and/or the nearest products' votes pick
-        (`search.category_probe`, `search.category_votes`); None when neither is on."""
+    def _category_shares(self, index: VectorIndex, query: np.ndarray) -> dict[str, float]:
+        """How likely the photo shows each category, by the catalog's own probe and/or the
+        nearest products' votes (`search.category_probe`, `search.category_votes`)."""
         search = self.settings.search
         probe = index.category_probe if search.category_probe else None
         probe_shares = (
@@ -102,7 +102,51 @@ class Engine:
             vote_shares = neighbour_votes(
                 [products[r.record.product_id].category for r in known], [r.score for r in known]
             )
-        return predict_category(probe_shares, vote_shares, search.category_confidence)
+        return combined_shares(probe_shares, vote_shares, search.category_confidence)
+
+    def _category_reorder(
+        self, index: VectorIndex, query: np.ndarray
+    ) -> tuple[Reorder | None, str | None]:
+        """(how to reorder the top candidates, the likeliest category), or (None, None)."""
+        shares = self._category_shares(index, query)
+        if not shares:
+            return None, None
+        weight = self.settings.search.category_weight
+
+        def reorder(pool: list[RankedImage]) -> list[RankedImage]:
+            products = index.catalog.products(r.record.product_id for r in pool)
+            boosted = [
+                replace(r, boost=weight * shares.get(products[r.record.product_id].category, 0.0))
+                if r.record.product_id in products
+                else r
+                for r in pool
+            ]
+            return sorted(boosted, key=lambda r: -r.relevance)
+
+        return reorder, max(shares, key=lambda c: shares[c])
+
+    def _ranked(
+        self,
+        index: VectorIndex,
+        query: np.ndarray,
+        filters: Filters,
+        wanted: int,
+        diversity: float,
+        zero_shot_category: str | None,
+    ) -> tuple[list[RankedImage], str | None]:
+        """One page's ranking: the likely category first (unless the shopper filtered)."""
+        if filters.category:
+            return rank(index, query, filters, wanted, diversity, self._ranking), None
+        if zero_shot_category:
+            ranked = rank(index, query, filters, wanted, diversity, self._ranking)
+            preferred = replace(filters, category=zero_shot_category)
+            first = rank(index, query, preferred, wanted, diversity, self._ranking)
+            seen = {r.record.product_id for r in first}
+            rest = [r for r in ranked if r.record.product_id not in seen]
+            return (first + rest)[:wanted], zero_shot_category
+        reorder, likeliest = self._category_reorder(index, query)
+        ranked = rank(index, query, filters, wanted, diversity, self._ranking, reorder)
+        return ranked, likeliest
 
     def _rank_and_join(
         self,
@@ -112,17 +156,11 @@ class Engine:
         diversity: float,
         zero_shot_category: str | None = None,
     ) -> tuple[list[Hit], str | None]:
-        """The hits of one page (and the category put first, if any)."""
+        """The hits of one page (and the category favoured, if any)."""
         index = self.index  # one consistent index for the whole query, even across a reload
-        ranked = rank(index, query, filters, wanted, diversity, self._ranking)
-        prefer = None
-        if not filters.category:  # the same for every page of a query
-            prefer = zero_shot_category or self._predicted_category(index, query)
-        if prefer:
-            preferred = replace(filters, category=prefer)
-            first = rank(index, query, preferred, wanted, diversity, self._ranking)
-            seen = {r.record.product_id for r in first}
-            ranked = (first + [r for r in ranked if r.record.product_id not in seen])[:wanted]
+        ranked, favoured = self._ranked(
+            index, query, filters, wanted, diversity, zero_shot_category
+        )
         products = index.catalog.products(r.record.product_id for r in ranked)
         hits = [
             Hit(
@@ -135,7 +173,7 @@ class Engine:
             for r in ranked
             if r.record.product_id in products
         ]
-        return hits, prefer
+        return hits, favoured
 
     async def search(
         self,

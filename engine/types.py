@@ -78,7 +78,7 @@ class SearchPage:
     has_more: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
     query_key: str = ""  # pass back as `query_key` to page this search later
-    # The category whose products were put first (predicted from the photo), if any.
+    # The category the ranking favoured (predicted from the photo), if any.
     category_first: str | None = None
     # A caption that could not refine the search (the model reads no text).
     text_ignored: bool = False
