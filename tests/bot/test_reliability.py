@@ -12,11 +12,11 @@ from bot.telegram_bot import TelegramBot
 from engine.index import open_index
 from engine.ingest.pipeline import build_index
 from engine.search import Engine, model_identity
-from tests.bot.test_telegram import bot_settings, photo, titles
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, make_settings
+from tests.fakes.demo import photo
 from tests.fakes.hostile_images import awkward_but_valid, broken_files
 from tests.fakes.load import run_load
-from tests.fakes.telegram_api import HANG
+from tests.fakes.telegram_api import HANG, bot_settings, titles
 
 ENGLISH = catalog("en")
 

@@ -16,30 +16,13 @@ from bot.paging import PageToken
 from bot.telegram_bot import TelegramBot
 from engine.batcher import EngineBusy
 from engine.query_store import QueryStore
-from tests.conftest import DEMO_CATALOG, DEMO_IMAGES
+from tests.conftest import DEMO_CATALOG
+from tests.fakes.demo import photo
 from tests.fakes.hostile_images import png_bomb
-from tests.fakes.telegram_api import BOT_USER, FakeBotApi
+from tests.fakes.telegram_api import BOT_USER, FakeBotApi, bot_settings, titles
 
 with DEMO_CATALOG.open(newline="") as _handle:
     CATEGORY_OF_TITLE = {row["title"]: row["category"] for row in csv.DictReader(_handle)}
-
-
-def photo(name: str = "dress-1.jpg") -> bytes:
-    return (DEMO_IMAGES / name).read_bytes()
-
-
-def bot_settings(settings, api: FakeBotApi, **telegram: Any):
-    limits = telegram.pop("limits", {"searches_per_minute": 1000})
-    return settings.with_overrides(
-        telegram={
-            "base_url": api.base_url,
-            "base_file_url": api.base_file_url,
-            "media_group_wait_ms": 300,
-            "admin_ids": "4242",
-            **telegram,
-        },
-        limits=limits,
-    )
 
 
 @pytest.fixture
@@ -54,10 +37,6 @@ async def start_bot(engine, settings, api, **telegram) -> TelegramBot:
     bot = TelegramBot(engine, bot_settings(settings, api, **telegram), api.token)
     await bot.start()
     return bot
-
-
-def titles(call) -> list[str]:
-    return [item["caption"].split("</b>")[0].removeprefix("<b>") for item in call.params["media"]]
 
 
 def keyboard_of(call) -> list[list[dict[str, Any]]]:

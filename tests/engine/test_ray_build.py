@@ -15,7 +15,7 @@ from engine.index import SKIPPED_FILE, open_index
 from engine.ingest.pipeline import build_index
 from engine.ingest.ray_embed import ClusterPlan, plan_cluster
 from tests.conftest import make_settings
-from tests.engine.test_pipeline import demo_rows, unreadable_image_rows, write_catalog
+from tests.fakes.demo import demo_rows, unreadable_image_rows, write_catalog
 
 pytestmark = pytest.mark.slow
 

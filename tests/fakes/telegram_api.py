@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.settings import BotSettings
 from tests.fakes.loopback import LoopbackServer
 
 BOT_USER = {
@@ -350,3 +351,25 @@ class FakeBotApi(LoopbackServer):
         if file_id not in self.files:
             return web.Response(status=404)
         return web.Response(body=self.files[file_id], content_type="application/octet-stream")
+
+
+def bot_settings(settings: BotSettings, api: FakeBotApi, **telegram: Any) -> BotSettings:
+    """`settings` with the Telegram client pointed at `api`. Albums are gathered for 300 ms
+    (tests wait less than shoppers would), user 4242 is an admin, and searches are not
+    rate limited unless a test passes its own `limits`."""
+    limits = telegram.pop("limits", {"searches_per_minute": 1000})
+    return settings.with_overrides(
+        telegram={
+            "base_url": api.base_url,
+            "base_file_url": api.base_file_url,
+            "media_group_wait_ms": 300,
+            "admin_ids": "4242",
+            **telegram,
+        },
+        limits=limits,
+    )
+
+
+def titles(album: Call) -> list[str]:
+    """The product titles of an album the bot sent, in order (captions start <b>title</b>)."""
+    return [item["caption"].split("</b>")[0].removeprefix("<b>") for item in album.params["media"]]
