@@ -221,12 +221,18 @@ class FakeBotApi(LoopbackServer):
                 and all(c.params.get(k) == v for k, v in match.items())
             ]
 
-        async def until_enough() -> None:
-            async with self._new_call:
-                await self._new_call.wait_for(lambda: len(found()) >= count)
-
-        await asyncio.wait_for(until_enough(), timeout)
+        await self.wait_until(lambda: len(found()) >= count, timeout)
         return found()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+        """Until `condition()` holds, re-checked whenever a call arrives; TimeoutError after
+        `timeout` seconds."""
+
+        async def until_true() -> None:
+            async with self._new_call:
+                await self._new_call.wait_for(condition)
+
+        await asyncio.wait_for(until_true(), timeout)
 
     def fail(self, method: str, status: int, description: str, **kwargs: Any) -> Rule:
         rule = Rule(method, status, description, **kwargs)
@@ -251,8 +257,9 @@ class FakeBotApi(LoopbackServer):
                 rule.times -= 1
                 call.ok = False
                 await self._record(call)
-                if rule.status == HANG:
-                    await asyncio.sleep(rule.hang_s)
+                if rule.status == HANG:  # until hang_s has passed or the test is over
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), rule.hang_s)
                 if rule.status in (DROP_CONNECTION, HANG):
                     assert request.transport is not None
                     request.transport.abort()
