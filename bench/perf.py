@@ -114,10 +114,17 @@ def synthetic_index(
     vectors (a 1M graph is the longest step of the run)."""
     index_dir = scratch / f"synthetic-{size}-{dim}"
     if not (index_dir / "CURRENT").is_file():
-        settings = load_settings(DEFAULT_CONFIG_PATH, environ={}).index
+        defaults = load_settings(DEFAULT_CONFIG_PATH, environ={})
         if vectors is None:
             vectors = clip_like(size, size, dim, CATALOG_SEED)
-        write_synthetic_index(index_dir, vectors, settings=settings, graph=graph)
+        # with the probe a build trains, so that served queries pay for it as they do in use
+        write_synthetic_index(
+            index_dir,
+            vectors,
+            settings=defaults.index,
+            graph=graph,
+            category_probe=defaults.build.category_probe,
+        )
     return index_dir
 
 

@@ -26,9 +26,10 @@ from engine.embedder import load_embedder, model_identity
 from engine.index import open_index
 from engine.ingest.pipeline import build_index
 from engine.search import Engine
+from tests.fakes.demo import DEMO_CATALOG, DEMO_IMAGES, photo
 from tests.fakes.hostile_images import awkward_but_valid, broken_files
 from tests.fakes.load import run_load
-from tests.fakes.telegram_api import DROP_CONNECTION, HANG, FakeBotApi
+from tests.fakes.telegram_api import DROP_CONNECTION, HANG, FakeBotApi, bot_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,11 +42,7 @@ def memory_kib(field: str) -> int:
 
 
 async def bot_for(engine: Engine, api: FakeBotApi, **telegram) -> TelegramBot:
-    settings = engine.settings.with_overrides(
-        telegram={"base_url": api.base_url, "base_file_url": api.base_file_url, **telegram},
-        limits={"searches_per_minute": 1000},
-    )
-    bot = TelegramBot(engine, settings, api.token)
+    bot = TelegramBot(engine, bot_settings(engine.settings, api, **telegram), api.token)
     await bot.start()
     return bot
 
@@ -85,7 +82,7 @@ async def load(engine: Engine, users: int) -> list[str]:
     api = FakeBotApi()
     await api.start()
     bot = await bot_for(engine, api)
-    photos = [p.read_bytes() for p in sorted((ROOT / "data/demo/images").glob("*.jpg"))]
+    photos = [p.read_bytes() for p in sorted(DEMO_IMAGES.glob("*.jpg"))]
     rss_before = memory_kib("VmRSS")
     deepest = 0
 
@@ -96,11 +93,10 @@ async def load(engine: Engine, users: int) -> list[str]:
             await asyncio.sleep(0.01)
 
     sampler = asyncio.create_task(sample())
-    result = await run_load(api, photos, users=users, settle_s=2.0)
+    result = await run_load(api, photos, users=users, until_quiet=bot.stop)
     sampler.cancel()
-    await asyncio.sleep(2)
+    await asyncio.sleep(2)  # memory after the load, once the freed buffers have settled
     rss_after = memory_kib("VmRSS")
-    await bot.stop()
     await api.stop()
     outcomes = ", ".join(f"{kind}: {count}" for kind, count in sorted(result.outcomes.items()))
     exactly = "yes" if result.exactly_once else "NO"
@@ -142,9 +138,7 @@ async def faults(engine: Engine) -> list[str]:
             **extra,
         )
         started = time.perf_counter()
-        await api.send_message(
-            chat_id=chat, user_id=chat, photo=(ROOT / "data/demo/images/dress-1.jpg").read_bytes()
-        )
+        await api.send_message(chat_id=chat, user_id=chat, photo=photo("dress-1.jpg"))
         while not [c for c in api.sent("sendMessage") if c.params.get("chat_id") == chat]:
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.5)
@@ -174,9 +168,7 @@ async def main(users: int, out: Path) -> None:
         )
         embedder = load_embedder(settings.model)
         index_dir = Path(scratch) / "index"
-        await build_index(
-            settings, ROOT / "data/demo/catalog.csv", index_dir, embedder, show_progress=False
-        )
+        await build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False)
         engine = Engine(settings, embedder, open_index(index_dir, model_identity(embedder)))
         try:
             sections = {

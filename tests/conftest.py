@@ -16,13 +16,13 @@ from bot.settings import BotSettings, load_bot_settings
 from engine.config import DEFAULT_CONFIG_PATH, Settings
 from engine.devmodel import write_tiny_model
 from engine.embedder import Embedder, load_embedder
+from tests.fakes.demo import DEMO_CATALOG
+from tests.fakes.demo import DEMO_IMAGES as DEMO_IMAGES  # tests import it from here too
 
 # The real imagenet-lite0 model's session fixtures, for tests where meaning matters.
 pytest_plugins = ["tests.real_model"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CATALOG = REPO_ROOT / "data" / "demo" / "catalog.csv"
-DEMO_IMAGES = REPO_ROOT / "data" / "demo" / "images"
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,8 @@ def test_the_image_install_holds_every_module_and_runs_outside_the_repo(tmp_path
     installed = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
     assert sources - installed == set()
     assert "index_builder.py" in installed
+    # the fakes serve the tests and the bench from the checkout; the image has no use for them
+    assert not {p for p in installed if p.startswith(("tests/", "bench/"))}
     scripts = Path(sysconfig.get_path("scripts", vars={"base": str(venv)}))
     assert {name for name in project_scripts() if not (scripts / name).is_file()} == set()
 

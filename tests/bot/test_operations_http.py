@@ -12,7 +12,8 @@ from bot.http_server import HealthServer
 from bot.logs import JsonFormatter, SecretRedactor, new_request_id
 from bot.metrics import Metrics
 from bot.telegram_bot import TelegramBot
-from tests.bot.test_telegram import bot_settings, photo
+from tests.fakes.demo import photo
+from tests.fakes.telegram_api import bot_settings
 
 
 async def test_health_and_metrics(engine, settings, api) -> None:

@@ -12,8 +12,8 @@ from bot.i18n import t
 from bot.telegram_bot import TelegramBot
 from engine.index import open_index
 from engine.search import Engine, model_identity
-from tests.bot.test_telegram import CATEGORY_OF_TITLE, bot_settings, titles
-from tests.fakes.telegram_api import FakeBotApi
+from tests.fakes.demo import category_of_title
+from tests.fakes.telegram_api import FakeBotApi, bot_settings, titles
 from tests.real_model import DEMO_SHOPPER, lite0_settings
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,8 @@ async def test_a_shoe_photo_gets_shoes_and_words_get_one_clear_line(
 ) -> None:
     await api.send_message(photo=(DEMO_SHOPPER / "shoes.jpg").read_bytes())
     (album,) = await api.wait_for("sendMediaGroup", 1)
-    categories = [CATEGORY_OF_TITLE[title] for title in titles(album)]
+    category_of = category_of_title()
+    categories = [category_of[title] for title in titles(album)]
     assert categories[0] == "shoes" and categories.count("shoes") >= 5, categories
 
     await api.send_message(text="/search red summer dress")

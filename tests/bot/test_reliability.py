@@ -13,11 +13,12 @@ from engine.embedder import model_identity
 from engine.index import open_index
 from engine.ingest.pipeline import build_index
 from engine.search import Engine
-from tests.bot.test_telegram import bot_settings, photo, titles
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, make_settings
+from tests.fakes.demo import photo
 from tests.fakes.hostile_images import awkward_but_valid, broken_files
 from tests.fakes.load import run_load
-from tests.fakes.telegram_api import HANG
+from tests.fakes.telegram_api import HANG, Call, bot_settings, titles
+from tests.fakes.waiting import eventually
 
 ENGLISH = catalog("en")
 
@@ -41,18 +42,23 @@ async def test_every_hostile_file_gets_its_clear_reply(engine, settings, api) ->
             # a file over the limit is refused from its declared size, before downloading
             key = "file_too_large" if error.reason == "too_large" else f"error.{error.reason}"
             expected[chat] = (name, ENGLISH[key])
-        await api.wait_for("sendMessage", len(corpus), timeout=120)
-        await asyncio.sleep(0.5)
-        replies = {int(c.params["chat_id"]): c.params["text"] for c in api.sent("sendMessage")}
-        assert len(api.sent("sendMessage")) == len(corpus)  # exactly one reply each
-        for chat, (name, text) in expected.items():
-            assert replies[chat] == text, name
-        assert not api.sent("sendMediaGroup")
-
         valid = awkward_but_valid()
-        for n, data in enumerate(valid.values()):
-            await api.send_message(chat_id=800_000 + n, user_id=800_000 + n, document=data)
+        valid_chats = [800_000 + n for n in range(len(valid))]
+        for chat, data in zip(valid_chats, valid.values(), strict=True):
+            await api.send_message(chat_id=chat, user_id=chat, document=data)
+
+        def replies() -> list[Call]:
+            return [c for c in api.sent("sendMessage") if int(c.params["chat_id"]) in expected]
+
+        await api.wait_until(lambda: len(replies()) >= len(corpus), timeout=120)
         await api.wait_for("sendMediaGroup", len(valid), timeout=120)
+        await bot.stop()  # it finishes every update it took: nothing is sent after this
+        texts = {int(c.params["chat_id"]): c.params["text"] for c in replies()}
+        assert len(replies()) == len(texts) == len(corpus)  # exactly one reply each
+        for chat, (name, text) in expected.items():
+            assert texts[chat] == text, name
+        albums = [int(c.params["chat_id"]) for c in api.sent("sendMediaGroup")]
+        assert sorted(albums) == valid_chats
     finally:
         await bot.stop()
 
@@ -63,7 +69,7 @@ async def test_load_every_update_answered_exactly_once(engine, settings, api) ->
     bot = await start(small, settings, api)
     try:
         photos = [(DEMO_IMAGES / f"shoes-{i}.jpg").read_bytes() for i in range(1, 7)]
-        result = await run_load(api, photos, users=40, settle_s=1.0)
+        result = await run_load(api, photos, users=40, until_quiet=bot.stop)
         assert result.exactly_once, result.answers_per_user
         assert result.outcomes["album"] > 0
         assert set(result.outcomes) <= {"album", "busy"}
@@ -81,10 +87,10 @@ async def test_server_errors_and_timeouts_are_retried_and_answered_once(
         api.fail("sendMediaGroup", 500, "Internal Server Error")
         api.fail("sendMessage", HANG, "never answers", hang_s=2.5)
         await api.send_message(photo=photo())
-        albums = await api.wait_for("sendMediaGroup", timeout=30)
-        keyboards = await api.wait_for("sendMessage", timeout=30)
-        await asyncio.sleep(1.0)
-        assert len(albums) == 1 and len(api.sent("sendMessage")) == len(keyboards) == 1
+        await api.wait_for("sendMediaGroup", timeout=30)
+        await api.wait_for("sendMessage", timeout=30)
+        await bot.stop()  # it finishes every update it took: nothing is sent after this
+        assert len(api.sent("sendMediaGroup")) == len(api.sent("sendMessage")) == 1
     finally:
         await bot.stop()
 
@@ -106,13 +112,19 @@ async def test_a_failing_model_batch_fails_only_its_requests(
         return real(pixels)
 
     monkeypatch.setattr(engine.embedder, "embed_image_tensors", sometimes)
+
+    async def serve_one_more_then_stop() -> None:
+        await api.send_message(chat_id=9, user_id=9, photo=photo())
+        await api.wait_for("sendMediaGroup", chat_id=9)  # the failed batch broke nothing
+        await bot.stop()
+
     try:
-        result = await run_load(api, [photo("dress-2.jpg")], users=6, settle_s=0.5)
+        result = await run_load(
+            api, [photo("dress-2.jpg")], users=6, until_quiet=serve_one_more_then_stop
+        )
         assert result.exactly_once
         assert result.outcomes["apology"] >= 1 and result.outcomes["album"] >= 1
         assert result.outcomes["apology"] + result.outcomes["album"] == 6
-        await api.send_message(chat_id=9, user_id=9, photo=photo())
-        await api.wait_for("sendMediaGroup", result.outcomes["album"] + 1)
     finally:
         await bot.stop()
         engine.close()
@@ -141,23 +153,26 @@ async def test_switching_index_under_load_fails_no_query_and_mixes_no_results(
         watcher = asyncio.create_task(engine.watch_index(0.05))
         try:
             write("v2")
+            bot_stopped = asyncio.Event()
+            shoppers = [photo("hat-2.jpg"), photo("pants-3.jpg")]
             load = asyncio.create_task(
-                run_load(api, [photo("hat-2.jpg"), photo("pants-3.jpg")], users=30, settle_s=0.5)
+                run_load(api, shoppers, users=30, until_quiet=bot_stopped.wait)
             )
-            await asyncio.sleep(0.2)
-            await build_index(settings, catalog_path, index_dir, embedder, show_progress=False)
+            await api.wait_for("sendMediaGroup")  # the load is under way: switch during it
+            rebuilt = await build_index(
+                settings, catalog_path, index_dir, embedder, show_progress=False
+            )
+            await eventually(lambda: engine.index.manifest.build_id == rebuilt.build_id)
+            await api.send_message(chat_id=5, user_id=5, photo=photo())
+            after_the_switch = (await api.wait_for("sendMediaGroup", chat_id=5))[0]
+            assert titles(after_the_switch)[0].startswith("v2 ")
+            await bot.stop()  # it finishes every update it took: nothing is sent after this
+            bot_stopped.set()
             result = await load
             assert result.exactly_once and result.outcomes["album"] == 30
-            versions = set()
             for album in api.sent("sendMediaGroup"):
                 names = {title.split(" ")[0] for title in titles(album)}
                 assert len(names) == 1, names  # never a mix of two builds
-                versions |= names
-            await asyncio.sleep(0.3)
-            assert engine.index.manifest.build_id in str(engine.index.build_dir)
-            await api.send_message(chat_id=5, user_id=5, photo=photo())
-            last = (await api.wait_for("sendMediaGroup", 31))[-1]
-            assert titles(last)[0].startswith("v2 ")
         finally:
             watcher.cancel()
             await bot.stop()

@@ -3,8 +3,6 @@ the real engine on the tiny model, real demo photos."""
 
 from __future__ import annotations
 
-import asyncio
-import csv
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,30 +14,11 @@ from bot.paging import PageToken
 from bot.telegram_bot import TelegramBot
 from engine.batcher import EngineBusy
 from engine.query_store import QueryStore
-from tests.conftest import DEMO_CATALOG, DEMO_IMAGES
+from tests.fakes.demo import category_of_title, photo
 from tests.fakes.hostile_images import png_bomb
-from tests.fakes.telegram_api import BOT_USER, FakeBotApi
+from tests.fakes.telegram_api import BOT_USER, FakeBotApi, bot_settings, titles
 
-with DEMO_CATALOG.open(newline="") as _handle:
-    CATEGORY_OF_TITLE = {row["title"]: row["category"] for row in csv.DictReader(_handle)}
-
-
-def photo(name: str = "dress-1.jpg") -> bytes:
-    return (DEMO_IMAGES / name).read_bytes()
-
-
-def bot_settings(settings, api: FakeBotApi, **telegram: Any):
-    limits = telegram.pop("limits", {"searches_per_minute": 1000})
-    return settings.with_overrides(
-        telegram={
-            "base_url": api.base_url,
-            "base_file_url": api.base_file_url,
-            "media_group_wait_ms": 300,
-            "admin_ids": "4242",
-            **telegram,
-        },
-        limits=limits,
-    )
+CATEGORY_OF_TITLE = category_of_title()
 
 
 @pytest.fixture
@@ -54,10 +33,6 @@ async def start_bot(engine, settings, api, **telegram) -> TelegramBot:
     bot = TelegramBot(engine, bot_settings(settings, api, **telegram), api.token)
     await bot.start()
     return bot
-
-
-def titles(call) -> list[str]:
-    return [item["caption"].split("</b>")[0].removeprefix("<b>") for item in call.params["media"]]
 
 
 def keyboard_of(call) -> list[list[dict[str, Any]]]:
@@ -298,18 +273,17 @@ async def test_photos_sent_as_an_album_get_one_answer(running, api) -> None:
     for name in ("dress-1.jpg", "dress-2.jpg", "dress-3.jpg"):
         await api.send_message(photo=photo(name), media_group_id="album-1")
     await api.wait_for("sendMediaGroup")
-    await asyncio.sleep(1.0)
+    await running.stop()  # it finishes every update it took: nothing is sent after this
     assert len(api.sent("sendMediaGroup")) == 1
 
 
 async def test_rate_limit_says_when_to_try_again(engine, settings, api) -> None:
     bot = await start_bot(engine, settings, api, limits={"searches_per_minute": 2})
     try:
-        for _ in range(3):
+        for answered in range(1, 4):  # one at a time: the third is the one over the limit
             await api.send_message(photo=photo())
-            await asyncio.sleep(0.3)
-        notice = await api.wait_for("sendMessage", 3)
-        limited = [c for c in notice if "try again in" in c.params["text"]]
+            replies = await api.wait_for("sendMessage", answered)
+        limited = [c for c in replies if "try again in" in c.params["text"]]
         assert len(limited) == 1 and "searching quickly" in limited[0].params["text"]
         assert len(api.sent("sendMediaGroup")) == 2
         await api.send_message(photo=photo(), user_id=2002)  # other users are not affected

@@ -22,9 +22,9 @@ from engine.index import open_index
 from engine.ingest.pipeline import build_index
 from engine.search import Engine
 from engine.types import Hit, Product
-from tests.bot.test_telegram import bot_settings, photo, titles
 from tests.conftest import DEMO_CATALOG, REPO_ROOT, make_settings
-from tests.fakes.telegram_api import DROP_CONNECTION
+from tests.fakes.demo import photo
+from tests.fakes.telegram_api import DROP_CONNECTION, bot_settings, titles
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +30,7 @@ async def shop_server():
 
     async def slow(request: web.Request) -> web.Response:
         hits[request.path] += 1
-        await asyncio.sleep(5)
+        await server.stopping.wait()  # answers only once the test is over
         return web.Response(body=PHOTO, content_type="image/jpeg")
 
     async def huge_declared(request: web.Request) -> web.StreamResponse:
@@ -145,7 +144,6 @@ async def test_transient_errors_are_retried(shop_server, tmp_path: Path) -> None
     ("path", "reason", "attempts"),
     [
         ("/dead.jpg", "HTTP 404", 1),
-        ("/slow.jpg", "timed out", 3),
         ("/huge-declared.jpg", "over the cap", 1),
         ("/huge-streamed.jpg", "over the 1 MB cap", 1),
         ("/page.html", "not an image", 1),
@@ -163,6 +161,15 @@ async def test_bad_urls_fail_with_a_reason(shop_server, tmp_path, path, reason, 
         assert attempts <= hits[path] <= 2 * attempts
     else:
         assert hits[path] == attempts
+    assert not list((tmp_path / "cache").rglob("*"))
+
+
+async def test_a_slow_server_times_out_on_every_attempt(shop_server, tmp_path) -> None:
+    base, hits = shop_server
+    async with fetcher(tmp_path, timeout_s=0.2) as fetch:
+        with pytest.raises(FetchError, match="timed out"):
+            await fetch.fetch(f"{base}/slow.jpg")
+    assert hits["/slow.jpg"] == 3
     assert not list((tmp_path / "cache").rglob("*"))
 
 

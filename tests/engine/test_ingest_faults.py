@@ -3,7 +3,6 @@ every bad row or image is in the report with its reason, and nothing good is los
 
 from __future__ import annotations
 
-import asyncio
 import csv
 from pathlib import Path
 
@@ -37,7 +36,7 @@ class ShopServer(LoopbackServer):
                 await response.prepare(request)
                 return response
             if name == "slow.jpg":
-                await asyncio.sleep(3)
+                await self.stopping.wait()  # answers only once the test is over
             return web.Response(body=(DEMO_IMAGES / name).read_bytes(), content_type="image/jpeg")
 
         app = web.Application()

@@ -19,33 +19,7 @@ from engine.ingest import pipeline
 from engine.ingest.pipeline import BuildError, build_index
 from engine.store import CURRENT_FILE, SKIPPED_FILE, current_build_dir
 from tests.conftest import DEMO_CATALOG, REPO_ROOT, make_settings
-
-FIELDS = ["product_id", "title", "url", "image", "price", "currency", "category", "in_stock"]
-
-
-def write_catalog(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def demo_rows(count: int = 20) -> list[dict[str, str]]:
-    with DEMO_CATALOG.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))[:count]
-    for row in rows:
-        row["image"] = str(DEMO_CATALOG.parent / row["image"])
-    return rows
-
-
-def unreadable_image_rows(template: dict[str, str], folder: Path) -> list[dict[str, str]]:
-    """Rows whose only image is missing (MISSING) or not an image (TEXT)."""
-    (folder / "text.jpg").write_text("not a photo")
-    return [
-        {**template, "product_id": "MISSING", "image": str(folder / "nope.jpg")},
-        {**template, "product_id": "TEXT", "image": str(folder / "text.jpg")},
-    ]
+from tests.fakes.demo import demo_rows, unreadable_image_rows, write_catalog
 
 
 async def build(settings, catalog: Path, index_dir: Path, embedder):

@@ -16,7 +16,7 @@ from engine.ingest.pipeline import build_index
 from engine.ingest.ray_embed import ClusterPlan, plan_cluster
 from engine.store import SKIPPED_FILE
 from tests.conftest import make_settings
-from tests.engine.test_pipeline import demo_rows, unreadable_image_rows, write_catalog
+from tests.fakes.demo import demo_rows, unreadable_image_rows, write_catalog
 
 pytestmark = pytest.mark.slow
 

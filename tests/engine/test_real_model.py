@@ -71,7 +71,7 @@ async def test_category_precision_keeps_its_floor_and_the_probe_lifts_it(
     engine: Engine, lite0_cache, lite0_index, lite0_embedder
 ) -> None:
     """A regression floor on 40 shopper photos (4 per class) against the 60-product demo
-    catalog (6 per class: little for a probe to learn from): measured 0.650 @1 / 0.650 @5
+    catalog (6 per class: little for a probe to learn from): measured 0.625 @1 / 0.650 @5
     with the probe, 0.550 / 0.470 without. Deterministic; the floors leave a margin."""
     with_probe = await precision_at(engine, 1), await precision_at(engine, 5)
     plain = open_engine(lite0_cache, lite0_index, lite0_embedder, category_probe=False)

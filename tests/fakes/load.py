@@ -3,14 +3,15 @@ Used by the reliability tests (small) and `bench/reliability.py` (200 users)."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tests.fakes.telegram_api import FakeBotApi
+from tests.fakes.telegram_api import Call, FakeBotApi
 
 
 @dataclass
@@ -41,16 +42,29 @@ def classify(text: str) -> str:
     return "message"
 
 
+def answer_kind(call: Call) -> str | None:
+    """What a shopper got from this call: an album, or a message that is not the results
+    keyboard sent after an album; None for anything else."""
+    if not call.ok or "chat_id" not in call.params:
+        return None
+    if call.method in ("sendMediaGroup", "sendPhoto"):
+        return "album"
+    if call.method == "sendMessage" and "reply_markup" not in call.params:
+        return classify(str(call.params.get("text", "")))
+    return None
+
+
 async def run_load(
     api: FakeBotApi,
     photos: list[bytes],
     users: int,
-    settle_s: float = 2.0,
+    until_quiet: Callable[[], Awaitable[object]],
     timeout_s: float = 300.0,
 ) -> LoadResult:
     """`users` shoppers each send one photo at the same moment; wait until each has an
-    answer (an album, or a message that is not a results keyboard), then a moment more
-    to catch duplicates."""
+    answer (an album, or a message that is not a results keyboard), then for
+    `until_quiet()` before counting, so that duplicates are counted too. Stopping the bot
+    is the usual `until_quiet`: it finishes every update it took and then sends nothing."""
     first_user = 500_000
     chats = [first_user + n for n in range(users)]
     sent_at: dict[int, float] = {}
@@ -59,30 +73,34 @@ async def run_load(
         sent_at[chat] = time.perf_counter()
         await api.send_message(chat_id=chat, user_id=chat, photo=photos[n % len(photos)])
 
-    def answers() -> dict[int, list[tuple[str, float]]]:
+    def answers(calls: list[Call]) -> dict[int, list[tuple[str, float]]]:
         found: dict[int, list[tuple[str, float]]] = {}
-        for call in api.calls:
-            if not call.ok or "chat_id" not in call.params:
+        for call in calls:
+            kind = answer_kind(call)
+            if kind is None:
                 continue
             chat = int(call.params["chat_id"])
-            if chat not in sent_at:
-                continue
-            if call.method in ("sendMediaGroup", "sendPhoto"):
-                kind = "album"
-            elif call.method == "sendMessage" and "reply_markup" not in call.params:
-                kind = classify(str(call.params.get("text", "")))
-            else:
-                continue
-            found.setdefault(chat, []).append((kind, call.at))
+            if chat in sent_at:
+                found.setdefault(chat, []).append((kind, call.at))
         return found
 
-    deadline = time.perf_counter() + timeout_s
-    while len(answers()) < users and time.perf_counter() < deadline:
-        await asyncio.sleep(0.05)
+    answered: set[int] = set()
+    calls_read = 0
+
+    def everyone_answered() -> bool:
+        # re-checked on every call the fake records: read only the new ones
+        nonlocal calls_read
+        answered.update(answers(api.calls[calls_read:]))
+        calls_read = len(api.calls)
+        return len(answered) >= users
+
+    # a shopper left unanswered is a finding (exactly_once is False), not an error
+    with contextlib.suppress(TimeoutError):
+        await api.wait_until(everyone_answered, timeout_s)
     seconds = time.perf_counter() - started
-    await asyncio.sleep(settle_s)
+    await until_quiet()
     result = LoadResult(users=users, seconds=seconds)
-    for chat, got in answers().items():
+    for chat, got in answers(api.calls).items():
         result.answers_per_user[chat] = len(got)
         kind, at = got[0]
         result.outcomes[kind] += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 
@@ -11,6 +13,9 @@ class LoopbackServer:
     def __init__(self, app: web.Application | None = None) -> None:
         self._app = app
         self._runner: web.AppRunner | None = None
+        # Set when the test is done with the server: a handler that plays a server that
+        # never answers waits on it, so that stopping (which waits for handlers) is quick.
+        self.stopping = asyncio.Event()
 
     def build_app(self) -> web.Application:
         """Subclasses build their routes here, or pass a ready app to the constructor."""
@@ -26,5 +31,6 @@ class LoopbackServer:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        self.stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -52,10 +52,13 @@ def write_synthetic_index(
     identity: ModelIdentity | None = None,
     settings: IndexSettings | None = None,
     graph: Path | None = None,
+    category_probe: bool = False,
 ) -> Path:
     """Publish an index whose image i belongs to product P<i>, category CATEGORIES[i % 8].
     `graph`: a USearch graph already built over exactly `vectors` with `settings` (a 1M
-    graph takes half an hour on 2 cores), copied instead of built again."""
+    graph takes half an hour on 2 cores), copied instead of built again. No category probe
+    unless asked: these categories have nothing to do with the vectors, so a probe learns
+    nothing from them, and training it takes longer than building a 10k graph."""
     products = [
         Product(
             product_id=f"P{i}",
@@ -74,7 +77,7 @@ def write_synthetic_index(
     tmp = index_dir / "builds" / f".tmp-{build_id}"
     tmp.mkdir(parents=True)
     settings = settings or IndexSettings()
-    write_build_files(tmp, vectors, products, records, settings, graph)
+    write_build_files(tmp, vectors, products, records, settings, graph, category_probe)
     identity = identity or ModelIdentity("synthetic", "", vectors.shape[1], "0" * 16)
     manifest = Manifest(
         build_id,

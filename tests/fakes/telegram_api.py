@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.settings import BotSettings
 from tests.fakes.loopback import LoopbackServer
 
 BOT_USER = {
@@ -220,12 +221,18 @@ class FakeBotApi(LoopbackServer):
                 and all(c.params.get(k) == v for k, v in match.items())
             ]
 
-        async def until_enough() -> None:
-            async with self._new_call:
-                await self._new_call.wait_for(lambda: len(found()) >= count)
-
-        await asyncio.wait_for(until_enough(), timeout)
+        await self.wait_until(lambda: len(found()) >= count, timeout)
         return found()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+        """Until `condition()` holds, re-checked whenever a call arrives; TimeoutError after
+        `timeout` seconds."""
+
+        async def until_true() -> None:
+            async with self._new_call:
+                await self._new_call.wait_for(condition)
+
+        await asyncio.wait_for(until_true(), timeout)
 
     def fail(self, method: str, status: int, description: str, **kwargs: Any) -> Rule:
         rule = Rule(method, status, description, **kwargs)
@@ -250,8 +257,9 @@ class FakeBotApi(LoopbackServer):
                 rule.times -= 1
                 call.ok = False
                 await self._record(call)
-                if rule.status == HANG:
-                    await asyncio.sleep(rule.hang_s)
+                if rule.status == HANG:  # until hang_s has passed or the test is over
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), rule.hang_s)
                 if rule.status in (DROP_CONNECTION, HANG):
                     assert request.transport is not None
                     request.transport.abort()
@@ -350,3 +358,25 @@ class FakeBotApi(LoopbackServer):
         if file_id not in self.files:
             return web.Response(status=404)
         return web.Response(body=self.files[file_id], content_type="application/octet-stream")
+
+
+def bot_settings(settings: BotSettings, api: FakeBotApi, **telegram: Any) -> BotSettings:
+    """`settings` with the Telegram client pointed at `api`. Albums are gathered for 300 ms
+    (tests wait less than shoppers would), user 4242 is an admin, and searches are not
+    rate limited unless a test passes its own `limits`."""
+    limits = telegram.pop("limits", {"searches_per_minute": 1000})
+    return settings.with_overrides(
+        telegram={
+            "base_url": api.base_url,
+            "base_file_url": api.base_file_url,
+            "media_group_wait_ms": 300,
+            "admin_ids": "4242",
+            **telegram,
+        },
+        limits=limits,
+    )
+
+
+def titles(album: Call) -> list[str]:
+    """The product titles of an album the bot sent, in order (captions start <b>title</b>)."""
+    return [item["caption"].split("</b>")[0].removeprefix("<b>") for item in album.params["media"]]
