@@ -28,12 +28,12 @@ PROBE_FILE = "category_probe.npz"
 # A category needs this many catalog images before the probe learns it.
 MIN_IMAGES_PER_CATEGORY = 5
 # Larger catalogs train on a stratified sample: the probe levels off long before.
-MAX_TRAINING_ROWS = 50_000
+MAX_TRAINING_ROWS = 20_000
 # Embeddings are unit vectors (components ~0.03); scaled up, LBFGS converges in fewer steps.
 FEATURE_SCALE = 10.0
 REGULARISATION_GRID = (3e-4, 1e-3, 3e-3)
 FOLDS = 3
-LBFGS_STEPS = 200
+LBFGS_STEPS = 100  # converged: 200 steps gave the same validation accuracy, 2x slower
 
 
 @dataclass(frozen=True)
