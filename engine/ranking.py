@@ -30,7 +30,10 @@ class RankedImage:
         return self.score + self.boost
 
 
-# Reorders the first MMR_POOL candidates (a fixed pool, so pages stay consistent).
+# A reordering (e.g. the likely category first) sees only the first REORDER_POOL products:
+# a fixed pool, so every page continues the same sequence, and a small one, since each
+# product in it costs a catalog lookup (30: +1 ms a query instead of +6 ms for 100).
+REORDER_POOL = 30
 Reorder = Callable[[list[RankedImage]], list[RankedImage]]
 
 
@@ -129,8 +132,12 @@ def rank(
     params: RankingParams,
     reorder: Reorder | None = None,
 ) -> list[RankedImage]:
-    pool = max(wanted, MMR_POOL) if diversity > 0 or reorder is not None else wanted
+    pool = wanted
+    if reorder is not None:
+        pool = max(pool, REORDER_POOL)
+    if diversity > 0:
+        pool = max(pool, MMR_POOL)
     ranked = candidates(index, query, filters, pool, params)
     if reorder is not None:
-        ranked = reorder(ranked[:MMR_POOL]) + ranked[MMR_POOL:]
+        ranked = reorder(ranked[:REORDER_POOL]) + ranked[REORDER_POOL:]
     return diversify(index, ranked, diversity)[:wanted]
