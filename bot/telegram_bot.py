@@ -54,7 +54,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unreadable, refusal_text
 from bot.frontend import Frontend
 from bot.i18n import languages, t
-from bot.paging import BadToken, PageToken, decode_token, encode_token
+from bot.limits import Admission, ReplyBudget
+from bot.paging import BadToken, PageToken, decode_token, encode_token, inline_offset
 from bot.render import button_label, caption_html, shop_link
 from bot.settings import BotSettings
 from engine.index import IndexLoadError
@@ -71,6 +72,7 @@ INLINE_REFUSAL_CACHE_S = {"rate_limited": 5, "busy": 1}  # others: the usual 30 
 FILE_ID_CACHE_SIZE = 20_000
 WEBHOOK_SECRET_VARIABLE = "TELEGRAM_WEBHOOK_SECRET"
 _NOT_PHOTO_MIME = ("video/", "audio/", "text/", "application/pdf", "application/zip")
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class TelegramBot(Frontend):
         webhook_secret: str = "",
     ) -> None:
         super().__init__(engine, settings, clock)
+        self.replies = ReplyBudget(settings.limits.replies_per_minute, clock)
         self._webhook_secret = webhook_secret
         self.file_ids = FileIdCache()
         self._albums: dict[str, list[Message]] = {}  # media_group_id -> photos so far
@@ -158,21 +161,43 @@ class TelegramBot(Frontend):
     def _register_handlers(self) -> None:
         app = self.application
         private = filters.ChatType.PRIVATE
-        app.add_handler(CommandHandler(["start", "help"], self.on_start))
-        app.add_handler(CommandHandler("search", self.on_search_command))
-        app.add_handler(CommandHandler("similar", self.on_similar_command))
-        app.add_handler(CommandHandler("stats", self.on_stats))
-        app.add_handler(CommandHandler("reload", self.on_reload))
+        budgeted = self._within_reply_budget
+        app.add_handler(CommandHandler(["start", "help"], budgeted(self.on_start)))
+        app.add_handler(CommandHandler("search", budgeted(self.on_search_command)))
+        app.add_handler(CommandHandler("similar", budgeted(self.on_similar_command)))
+        app.add_handler(CommandHandler("stats", budgeted(self.on_stats)))
+        app.add_handler(CommandHandler("reload", budgeted(self.on_reload)))
+        # Photos count against the budget themselves: only those addressed to the bot, and
+        # an album once.
         app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self.on_photo))
-        app.add_handler(MessageHandler(private & filters.Sticker.ALL, self.on_sticker))
-        app.add_handler(
-            MessageHandler(
-                private & (filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE), self.on_video
-            )
-        )
-        app.add_handler(CallbackQueryHandler(self.on_page_button))
-        app.add_handler(InlineQueryHandler(self.on_inline_query))
+        app.add_handler(MessageHandler(private & filters.Sticker.ALL, budgeted(self.on_sticker)))
+        videos = filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE
+        app.add_handler(MessageHandler(private & videos, budgeted(self.on_video)))
+        app.add_handler(CallbackQueryHandler(budgeted(self.on_page_button)))
+        app.add_handler(InlineQueryHandler(self.on_inline_query))  # no chat: searches' limit
         app.add_error_handler(self.on_error)
+
+    def _within_reply_budget(self, handler: Handler) -> Handler:
+        async def within_budget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            if await self._may_reply(update):
+                await handler(update, context)
+
+        return within_budget
+
+    async def _may_reply(self, update: Update) -> bool:
+        """Count one reply to the update's chat against `limits.replies_per_minute`. Past
+        it the chat hears "slow down" once, then nothing until the window has room."""
+        chat = update.effective_chat
+        if chat is None:
+            return True
+        admission = self.replies.admit(chat.id)
+        if admission is Admission.REPLY:
+            return True
+        self.counter.refused("flooding")
+        if admission is Admission.SLOW_DOWN:
+            with contextlib.suppress(NetworkError, BadRequest, Forbidden):
+                await self.application.bot.send_message(chat.id, t(_language(update), "slow_down"))
+        return False
 
     async def start(self) -> None:
         telegram = self.settings.telegram
@@ -347,12 +372,17 @@ class TelegramBot(Frontend):
         message = update.effective_message
         if message is None or not self._addressed_to_me(message):
             return
-        language = _language(update)
+        pending = self._albums.get(str(message.media_group_id))
+        if message.media_group_id and pending is not None:
+            pending.append(message)  # answered with the album's first photo
+            return
+        if not await self._may_reply(update):
+            return
         document = message.document
         if document is not None and not message.photo:
             mime = (document.mime_type or "").lower()
             if mime.startswith(_NOT_PHOTO_MIME):
-                await message.reply_text(t(language, "not_a_photo_file"))
+                await message.reply_text(t(_language(update), "not_a_photo_file"))
                 return
         if message.media_group_id:
             await self._collect_album_photo(update, message)
@@ -363,10 +393,6 @@ class TelegramBot(Frontend):
         """Photos sent together arrive as separate updates: gather them for a moment,
         then answer once for the whole look (their embeddings are averaged)."""
         group_id = str(message.media_group_id)
-        pending = self._albums.get(group_id)
-        if pending is not None:
-            pending.append(message)
-            return
         pending = self._albums[group_id] = [message]
         await asyncio.sleep(self.settings.telegram.media_group_wait_ms / 1000)
         del self._albums[group_id]
@@ -575,7 +601,7 @@ class TelegramBot(Frontend):
         async def read() -> Inputs:
             return Inputs(text=words)
 
-        offset = int(inline.offset) if inline.offset.isdigit() else 0
+        offset = inline_offset(inline.offset)
         request = SearchRequest(
             inline.from_user.id, read, PageToken(offset=offset), k=self.settings.search.max_k
         )
@@ -626,6 +652,8 @@ class TelegramBot(Frontend):
             where = f"update {update.update_id} chat {chat.id if chat else '?'}"
         log.error("unhandled error in %s: %r", where or "the bot", error, exc_info=error)
         if isinstance(update, Update) and update.effective_chat is not None:
+            if not await self._may_reply(update):
+                return
             with contextlib.suppress(Exception):
                 await context.bot.send_message(
                     update.effective_chat.id, t(_language(update), "apology")

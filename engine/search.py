@@ -20,7 +20,7 @@ from PIL import Image
 
 from engine.batcher import MicroBatcher
 from engine.category import neighbour_votes, predict_category
-from engine.config import Settings
+from engine.config import SearchSettings, Settings
 from engine.embedder import Embedder, load_embedder
 from engine.index import (
     IndexLoadError,
@@ -75,6 +75,13 @@ def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.nd
         for slot, vector in zip(text_slots, vectors, strict=True):
             out[slot] = vector
     return [v for v in out if v is not None]
+
+
+def _page_window(search: SearchSettings, k: int | None, offset: int) -> tuple[int, int, int]:
+    """(results per page, first, end) of a page, clamped to what may be ranked."""
+    k = max(1, min(k or search.default_k, search.max_k))
+    offset = max(0, offset)
+    return k, offset, min(offset + k, search.max_results)
 
 
 def _normalise(vector: np.ndarray) -> np.ndarray:
@@ -267,8 +274,9 @@ class Engine:
         `query_key` (from an earlier page) repeats that search without its inputs, or
         raises QueryExpired."""
         search = self.settings.search
-        k = max(1, min(k or search.default_k, search.max_k))
-        offset = max(0, offset)
+        k, offset, end = _page_window(search, k, offset)
+        if offset >= end:  # past search.max_results: nothing to rank, however deep the ask
+            return SearchPage([], offset, False, {"total_ms": 0.0}, query_key or "")
         diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -290,16 +298,16 @@ class Engine:
             self._rank_and_join,
             query,
             filters or Filters(),
-            offset + k + 1,
+            min(end + 1, search.max_results),
             diversity,
             zero_shot,
         )
         timings["rank_ms"] = (time.perf_counter() - ranked_at) * 1000
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         return SearchPage(
-            hits[offset : offset + k],
+            hits[offset:end],
             offset,
-            len(hits) > offset + k,
+            len(hits) > end,
             timings,
             query_key,
             category_first,
