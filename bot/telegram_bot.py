@@ -48,7 +48,6 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unreadable, refusal_text
@@ -58,6 +57,7 @@ from bot.limits import Admission, ReplyBudget
 from bot.paging import BadToken, PageToken, decode_token, encode_token, inline_offset
 from bot.render import button_label, caption_html, shop_link
 from bot.settings import BotSettings
+from bot.telegram_downloads import CappedDownloadRequest, DownloadTooLarge
 from engine.index import IndexLoadError
 from engine.search import Engine
 from engine.types import Hit
@@ -108,17 +108,20 @@ class FileIdCache:
             self._ids.popitem(last=False)
 
 
-def counting_request(on_too_many_requests: Callable[[], None], timeout_s: float) -> HTTPXRequest:
+def counting_request(
+    on_too_many_requests: Callable[[], None], timeout_s: float, max_download_bytes: int
+) -> CappedDownloadRequest:
     """python-telegram-bot's own HTTP client, counting each 429 the Bot API answers
-    (python-telegram-bot's AIORateLimiter then waits it out and retries)."""
+    (python-telegram-bot's AIORateLimiter then waits it out and retries), with file
+    downloads cut off past `max_download_bytes`."""
 
     async def on_response(response: httpx.Response) -> None:
         if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
             on_too_many_requests()
 
-    return HTTPXRequest(
-        read_timeout=timeout_s,
-        write_timeout=timeout_s,
+    return CappedDownloadRequest(
+        max_download_bytes,
+        timeout_s,
         media_write_timeout=max(20.0, timeout_s),
         httpx_kwargs={"event_hooks": {"response": [on_response]}},
     )
@@ -137,6 +140,7 @@ class TelegramBot(Frontend):
     ) -> None:
         super().__init__(engine, settings, clock)
         self.replies = ReplyBudget(settings.limits.replies_per_minute, clock)
+        self.download_limit = min(TELEGRAM_DOWNLOAD_LIMIT, settings.images.max_bytes)
         self._webhook_secret = webhook_secret
         self.file_ids = FileIdCache()
         self._albums: dict[str, list[Message]] = {}  # media_group_id -> photos so far
@@ -148,7 +152,9 @@ class TelegramBot(Frontend):
             .rate_limiter(AIORateLimiter(max_retries=3))
             .request(
                 counting_request(
-                    self.count_platform_rate_limit, settings.telegram.request_timeout_s
+                    self.count_platform_rate_limit,
+                    settings.telegram.request_timeout_s,
+                    self.download_limit,
                 )
             )
             .concurrent_updates(64)
@@ -447,7 +453,7 @@ class TelegramBot(Frontend):
             page=token,
             k=self.settings.telegram.album_size,
             declared_sizes=query.photo_sizes,
-            size_limit=min(TELEGRAM_DOWNLOAD_LIMIT, self.settings.images.max_bytes),
+            size_limit=self.download_limit,
         )
         outcome = await self.flow.run(request, lambda: self._uploading(chat_id))
         if isinstance(outcome, Refusal):
@@ -469,9 +475,12 @@ class TelegramBot(Frontend):
 
     async def _download(self, file_id: str) -> bytes:
         file = await self.application.bot.get_file(file_id)
-        if file.file_size and file.file_size > self.settings.images.max_bytes:
+        if file.file_size and file.file_size > self.download_limit:
             raise Unreadable("too_large")
-        return bytes(await file.download_as_bytearray())
+        try:  # getFile may leave out the size: the download itself stops at the limit
+            return bytes(await file.download_as_bytearray())
+        except DownloadTooLarge:
+            raise Unreadable("too_large") from None
 
     @contextlib.asynccontextmanager
     async def _uploading(self, chat_id: int) -> AsyncIterator[None]:

@@ -176,6 +176,29 @@ async def test_the_budget_refills_and_the_chat_is_answered_again(
         await bot.stop()
 
 
+# ---- 9. downloads stop at the cap -------------------------------------------------------
+
+
+async def test_a_photo_of_undeclared_size_is_not_downloaded_past_the_cap(
+    engine, settings, api: FakeBotApi
+) -> None:
+    capped = settings.with_overrides(images={"max_bytes": 1_000_000})
+    bot = TelegramBot(engine, bot_settings(capped, api), api.token)
+    await bot.start()
+    try:
+        file_id = api.add_streamed_file(64 * 1024 * 1024)
+        message = api.message(document=b"placeholder")
+        message["document"] = {"file_id": file_id, "file_unique_id": file_id + "u"}
+        await api.push(message=message)  # no file_size anywhere: only the download can tell
+        reply = (await api.wait_for("sendMessage", timeout=30))[0]
+        assert reply.params["text"] == catalog("en")["file_too_large"]
+        assert api.bytes_served[file_id] < 16 * 1024 * 1024  # the cap, plus socket buffers
+        await api.send_message(photo=photo())  # the bot still downloads what fits
+        await api.wait_for("sendMediaGroup")
+    finally:
+        await bot.stop()
+
+
 # ---- 12. the operator's endpoint -------------------------------------------------------
 
 
