@@ -58,6 +58,8 @@ from bot.paging import BadToken, PageToken, decode_token, encode_token, inline_o
 from bot.render import button_label, caption_html, shop_link
 from bot.settings import BotSettings
 from bot.telegram_downloads import CappedDownloadRequest, DownloadTooLarge
+from bot.telegram_webhook import PATH as WEBHOOK_PATH
+from bot.telegram_webhook import WebhookServer
 from engine.index import IndexLoadError
 from engine.search import Engine
 from engine.types import Hit
@@ -142,6 +144,7 @@ class TelegramBot(Frontend):
         self.replies = ReplyBudget(settings.limits.replies_per_minute, clock)
         self.download_limit = min(TELEGRAM_DOWNLOAD_LIMIT, settings.images.max_bytes)
         self._webhook_secret = webhook_secret
+        self._webhook: WebhookServer | None = None
         self.file_ids = FileIdCache()
         self._albums: dict[str, list[Message]] = {}  # media_group_id -> photos so far
         self.application: Application = (
@@ -219,23 +222,37 @@ class TelegramBot(Frontend):
         updater = self.application.updater
         assert updater is not None
         if telegram.mode == "webhook":
-            await updater.start_webhook(
-                listen=telegram.webhook_listen,
-                port=telegram.webhook_port,
-                url_path="telegram",
-                webhook_url=telegram.webhook_url.rstrip("/") + "/telegram",
-                secret_token=secret,
-            )
+            await self._start_webhook(secret)
         else:
             await updater.start_polling(poll_interval=0.0, timeout=10, bootstrap_retries=-1)
         me = self.application.bot
         log.info("telegram bot @%s is serving (%s)", me.username, telegram.mode)
+
+    async def _start_webhook(self, secret: str) -> None:
+        """Our own endpoint rather than the updater's, which reads a whole body before it
+        checks the secret (bot/telegram_webhook.py); then tell Telegram where it is."""
+        telegram = self.settings.telegram
+        self._webhook = WebhookServer(
+            secret, self._deliver, telegram.webhook_listen, telegram.webhook_port
+        )
+        await self._webhook.start()
+        url = telegram.webhook_url.rstrip("/") + WEBHOOK_PATH
+        await self.application.bot.set_webhook(url, secret_token=secret)
+
+    async def _deliver(self, payload: dict[str, Any]) -> None:
+        try:
+            update = Update.de_json(payload, self.application.bot)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an update: {exc!r}") from None
+        await self.application.update_queue.put(update)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking updates, let in-flight searches finish (bounded), then close."""
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
+        if self._webhook is not None:
+            await self._webhook.stop()
         await self._drain(grace_s)
         if self.application.running:
             await self.application.stop()
@@ -244,7 +261,9 @@ class TelegramBot(Frontend):
     @property
     def healthy(self) -> bool:
         updater = self.application.updater
-        return self.application.running and updater is not None and updater.running
+        polling = updater is not None and updater.running
+        hooked = self._webhook is not None and self._webhook.running
+        return self.application.running and (polling or hooked)
 
     async def _register_commands(self) -> None:
         for language in languages():

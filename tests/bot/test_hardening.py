@@ -4,6 +4,7 @@ huge pictures may cost. Each case runs the real bot against the fake Bot API."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,10 +18,11 @@ from bot.metrics import Metrics
 from bot.paging import PageToken, encode_token
 from bot.settings import load_bot_settings
 from bot.telegram_bot import TelegramBot
+from bot.telegram_webhook import SECRET_HEADER
 from engine.config import DEFAULT_CONFIG_PATH
 from engine.search import Engine
 from tests.bot.test_telegram import bot_settings, button, keyboard_message, photo
-from tests.bot.test_telegram_operations import free_port
+from tests.bot.test_telegram_operations import free_port, start_webhook_bot
 from tests.conftest import REPO_ROOT
 from tests.fakes.telegram_api import FakeBotApi
 
@@ -197,6 +199,63 @@ async def test_a_photo_of_undeclared_size_is_not_downloaded_past_the_cap(
         await api.wait_for("sendMediaGroup")
     finally:
         await bot.stop()
+
+
+# ---- 11. the webhook reads nothing it will refuse ---------------------------------------
+
+
+async def status_without_sending_the_body(port: int, headers: dict[str, str]) -> int:
+    """POST only the headers and see how the webhook answers: a server that wants the
+    body first never answers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = [
+            "POST /telegram HTTP/1.1",
+            "Host: bot.example.com",
+            "Content-Type: application/json",
+        ]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_the_webhook_checks_the_secret_and_size_before_reading(
+    engine, settings, api: FakeBotApi
+) -> None:
+    secret = "s3cret-webhook-token"
+    bot, port = await start_webhook_bot(engine, settings, api, "https://bot.example.com", secret)
+    try:
+        huge = {"Content-Length": "95000000"}
+        assert await status_without_sending_the_body(port, huge) == 403
+        wrong = {**huge, SECRET_HEADER: "nope"}
+        assert await status_without_sending_the_body(port, wrong) == 403
+        right = {"Content-Length": "2000000", SECRET_HEADER: secret}
+        assert await status_without_sending_the_body(port, right) == 413
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/telegram"
+            padded = {"update_id": 1, "padding": "x" * 1_100_000}
+            chunked = await http.post(  # no Content-Length: refused once past the limit
+                url, data=_chunks(json.dumps(padded).encode()), headers={SECRET_HEADER: secret}
+            )
+            assert chunked.status == 413
+            garbage = await http.post(url, data=b"[1, 2", headers={SECRET_HEADER: secret})
+            assert garbage.status == 400
+            update = {"update_id": 2, "message": api.message(photo=photo("shoes-4.jpg"))}
+            good = await http.post(url, json=update, headers={SECRET_HEADER: secret})
+            assert good.status == 200
+        await api.wait_for("sendMediaGroup")
+        assert bot.healthy and bot.stats.errors == 0
+    finally:
+        await bot.stop()
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 65536):
+        yield data[start : start + 65536]
 
 
 # ---- 12. the operator's endpoint -------------------------------------------------------
