@@ -104,6 +104,8 @@ class ImageSettings(Section):
     max_pixels: PositiveInt = 40_000_000
     min_side: PositiveInt = 16
     max_aspect: Annotated[float, Field(ge=1.0)] = 12.0
+    # Memory that photos being decoded at once may hold; past it, a photo waits its turn.
+    max_decoding_mb: PositiveInt = 512
 
 
 class IndexSettings(Section):

@@ -24,6 +24,8 @@ from engine.search import Engine
 from tests.bot.test_telegram import bot_settings, button, keyboard_message, photo
 from tests.bot.test_telegram_operations import free_port, start_webhook_bot
 from tests.conftest import REPO_ROOT
+from tests.engine.test_image_memory import PeakMemory
+from tests.fakes.hostile_images import huge_transparent_png
 from tests.fakes.telegram_api import FakeBotApi
 
 
@@ -199,6 +201,21 @@ async def test_a_photo_of_undeclared_size_is_not_downloaded_past_the_cap(
         await api.wait_for("sendMediaGroup")
     finally:
         await bot.stop()
+
+
+# ---- 10. a small file of many pixels ----------------------------------------------------
+
+
+async def test_huge_pngs_at_once_cost_their_pixels_once_each(running, api: FakeBotApi) -> None:
+    huge = huge_transparent_png()
+    chats = range(6001, 6005)
+    with PeakMemory() as peak:
+        for chat in chats:
+            await api.send_message(chat_id=chat, user_id=chat, document=huge, mime_type="image/png")
+        albums = await api.wait_for("sendMediaGroup", len(chats), timeout=120)
+    assert {int(album.params["chat_id"]) for album in albums} == set(chats)
+    # Two decode at a time (the engine's CPU pool), 160 MB of pixels each: +1.8 GB before.
+    assert peak.growth_mb < 500
 
 
 # ---- 11. the webhook reads nothing it will refuse ---------------------------------------
