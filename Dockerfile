@@ -28,7 +28,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HOME=/cache/huggingface \
     XDG_CACHE_HOME=/cache \
     FASHIONBOT_INDEX__DIR=/index \
-    FASHIONBOT_SEARCH__QUERY_STORE=/index/state/queries.sqlite
+    FASHIONBOT_SEARCH__QUERY_STORE=/index/state/queries.sqlite \
+    FASHIONBOT_HTTP__HOST=0.0.0.0
 RUN mkdir -p /cache /index && chown fashionbot /cache /index
 VOLUME ["/cache", "/index"]
 USER fashionbot

@@ -18,6 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.hostile_bots import forged_and_flooding
 from bot.settings import load_bot_settings
 from bot.telegram_bot import TelegramBot
 from engine.config import DEFAULT_CONFIG_PATH
@@ -175,6 +176,9 @@ async def main(users: int, out: Path) -> None:
                 "Hostile input": await hostile(engine),
                 f"Load: {users} shoppers at once": await load(engine, users),
                 "Bot API faults (each injected once, for one shopper)": await faults(engine),
+                "Forged pages, floods, undeclared sizes, huge pictures": await forged_and_flooding(
+                    engine
+                ),
             }
         finally:
             engine.close()

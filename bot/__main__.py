@@ -64,7 +64,7 @@ async def serve(
     for bot in bots:
         bot.metrics = metrics
     await engine.warm_up()
-    health = HealthServer(engine, metrics, bots, settings.http.port) if settings.http.port else None
+    health = HealthServer.configured(engine, metrics, bots, settings.http)
     watcher = None
     code = 0
     try:

@@ -162,6 +162,8 @@ class SearchFlow:
         wait = self.limiter.retry_after(request.user_id) if request.user_id is not None else 0.0
         if wait:
             return Refusal("rate_limited", wait)
+        if request.page.offset >= self.settings.search.max_results:
+            return Refusal("no_more")  # a forged or stale deep page: answered without a search
         limit = request.size_limit or self.settings.images.max_bytes
         if any(size > limit for size in request.declared_sizes):
             return Refusal("too_large")

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot.frontend import Frontend
 from bot.metrics import Metrics
+from bot.settings import HttpSettings
 from engine.search import Engine
 
 
@@ -20,11 +21,18 @@ class HealthServer:
         metrics: Metrics,
         bots: Sequence[Frontend],
         port: int,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
     ) -> None:
         self._engine, self._metrics, self._bots = engine, metrics, bots
-        self._host, self.port = host, port
+        self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
+
+    @classmethod
+    def configured(
+        cls, engine: Engine, metrics: Metrics, bots: Sequence[Frontend], http: HttpSettings
+    ) -> HealthServer | None:
+        """The server `[http]` asks for, or None where its port is 0."""
+        return cls(engine, metrics, bots, http.port, http.host) if http.port else None
 
     def health(self) -> tuple[bool, dict[str, object]]:
         manifest = self._engine.index.manifest
@@ -52,9 +60,9 @@ class HealthServer:
         app.router.add_get("/metrics", self._metrics_page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.host, self.port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
         if self._runner is not None:

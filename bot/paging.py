@@ -25,17 +25,24 @@ MAX_GARMENT = 99
 CATEGORY_DIGEST_CHARS = 8
 NO_VALUE = "-"
 
+# re.ASCII: `\d` would also take other scripts' digits ("٣"), which no button of ours sends.
 _TOKEN = re.compile(
     rf"{TOKEN_PREFIX}:(?P<key>[0-9a-f]{{{KEY_CHARS}}}):(?P<offset>\d{{1,6}}):(?P<mode>[ns]):"
-    rf"(?P<category>[0-9a-f]{{{CATEGORY_DIGEST_CHARS}}}|-):(?P<garment>\d{{1,2}}|-)"
+    rf"(?P<category>[0-9a-f]{{{CATEGORY_DIGEST_CHARS}}}|-):(?P<garment>\d{{1,2}}|-)",
+    re.ASCII,
 )
 # Buttons already sent before this codec: Telegram's carried no query key, Discord's
 # named the category by its position in the catalog's category list.
-_LEGACY_TELEGRAM = re.compile(r"p:(?P<offset>\d{1,6}):(?P<surprise>[01]):(?P<position>-?\d{1,4})")
+_LEGACY_TELEGRAM = re.compile(
+    r"p:(?P<offset>\d{1,6}):(?P<surprise>[01]):(?P<position>-?\d{1,4})", re.ASCII
+)
 _LEGACY_DISCORD = re.compile(
     rf"fb:p:(?P<key>[0-9a-f]{{{KEY_CHARS}}}):(?P<offset>\d{{1,6}}):(?P<surprise>[01]):"
-    r"(?P<position>-?\d{1,4})"
+    r"(?P<position>-?\d{1,4})",
+    re.ASCII,
 )
+# Telegram caps an inline query's offset at 64 bytes; ours are plain decimal numbers.
+_INLINE_OFFSET = re.compile(r"[0-9]{1,64}")
 
 
 class Mode(StrEnum):
@@ -105,3 +112,12 @@ def _category_by_digest(digest: str, categories: list[str]) -> str | None:
 
 def _category_by_position(position: int, categories: list[str]) -> str | None:
     return categories[position] if 0 <= position < len(categories) else None
+
+
+def inline_offset(text: str) -> int:
+    """The result offset an inline query scrolls to: the first page for anything that is
+    not a plain ASCII number (e.g. "²", which `str.isdigit` accepts and `int` refuses).
+    Deep offsets are capped just past what any button could ask for."""
+    if not _INLINE_OFFSET.fullmatch(text):
+        return 0
+    return min(int(text), MAX_OFFSET + 1)

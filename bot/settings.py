@@ -41,6 +41,7 @@ class TelegramSettings(Section):
 
 class LimitSettings(Section):
     searches_per_minute: PositiveInt = 10
+    replies_per_minute: PositiveInt = 20
 
 
 class LinkSettings(Section):
@@ -61,6 +62,9 @@ class DiscordSettings(Section):
 
 
 class HttpSettings(Section):
+    # Loopback unless the operator opens it: /metrics tells anyone who can reach it about
+    # traffic and the catalog. The Docker image listens on 0.0.0.0 (its network is private).
+    host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0 disables the server
 
 

@@ -48,15 +48,18 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unreadable, refusal_text
 from bot.frontend import Frontend
 from bot.i18n import languages, t
-from bot.paging import BadToken, PageToken, decode_token, encode_token
+from bot.limits import Admission, ReplyBudget
+from bot.paging import BadToken, PageToken, decode_token, encode_token, inline_offset
 from bot.render import button_label, caption_html, shop_link
 from bot.settings import BotSettings
+from bot.telegram_downloads import CappedDownloadRequest, DownloadTooLarge
+from bot.telegram_webhook import PATH as WEBHOOK_PATH
+from bot.telegram_webhook import WebhookServer
 from engine.index import IndexLoadError
 from engine.search import Engine
 from engine.types import Hit
@@ -71,6 +74,7 @@ INLINE_REFUSAL_CACHE_S = {"rate_limited": 5, "busy": 1}  # others: the usual 30 
 FILE_ID_CACHE_SIZE = 20_000
 WEBHOOK_SECRET_VARIABLE = "TELEGRAM_WEBHOOK_SECRET"
 _NOT_PHOTO_MIME = ("video/", "audio/", "text/", "application/pdf", "application/zip")
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -106,17 +110,20 @@ class FileIdCache:
             self._ids.popitem(last=False)
 
 
-def counting_request(on_too_many_requests: Callable[[], None], timeout_s: float) -> HTTPXRequest:
+def counting_request(
+    on_too_many_requests: Callable[[], None], timeout_s: float, max_download_bytes: int
+) -> CappedDownloadRequest:
     """python-telegram-bot's own HTTP client, counting each 429 the Bot API answers
-    (python-telegram-bot's AIORateLimiter then waits it out and retries)."""
+    (python-telegram-bot's AIORateLimiter then waits it out and retries), with file
+    downloads cut off past `max_download_bytes`."""
 
     async def on_response(response: httpx.Response) -> None:
         if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
             on_too_many_requests()
 
-    return HTTPXRequest(
-        read_timeout=timeout_s,
-        write_timeout=timeout_s,
+    return CappedDownloadRequest(
+        max_download_bytes,
+        timeout_s,
         media_write_timeout=max(20.0, timeout_s),
         httpx_kwargs={"event_hooks": {"response": [on_response]}},
     )
@@ -134,7 +141,10 @@ class TelegramBot(Frontend):
         webhook_secret: str = "",
     ) -> None:
         super().__init__(engine, settings, clock)
+        self.replies = ReplyBudget(settings.limits.replies_per_minute, clock)
+        self.download_limit = min(TELEGRAM_DOWNLOAD_LIMIT, settings.images.max_bytes)
         self._webhook_secret = webhook_secret
+        self._webhook: WebhookServer | None = None
         self.file_ids = FileIdCache()
         self._albums: dict[str, list[Message]] = {}  # media_group_id -> photos so far
         self.application: Application = (
@@ -145,7 +155,9 @@ class TelegramBot(Frontend):
             .rate_limiter(AIORateLimiter(max_retries=3))
             .request(
                 counting_request(
-                    self.count_platform_rate_limit, settings.telegram.request_timeout_s
+                    self.count_platform_rate_limit,
+                    settings.telegram.request_timeout_s,
+                    self.download_limit,
                 )
             )
             .concurrent_updates(64)
@@ -158,21 +170,43 @@ class TelegramBot(Frontend):
     def _register_handlers(self) -> None:
         app = self.application
         private = filters.ChatType.PRIVATE
-        app.add_handler(CommandHandler(["start", "help"], self.on_start))
-        app.add_handler(CommandHandler("search", self.on_search_command))
-        app.add_handler(CommandHandler("similar", self.on_similar_command))
-        app.add_handler(CommandHandler("stats", self.on_stats))
-        app.add_handler(CommandHandler("reload", self.on_reload))
+        budgeted = self._within_reply_budget
+        app.add_handler(CommandHandler(["start", "help"], budgeted(self.on_start)))
+        app.add_handler(CommandHandler("search", budgeted(self.on_search_command)))
+        app.add_handler(CommandHandler("similar", budgeted(self.on_similar_command)))
+        app.add_handler(CommandHandler("stats", budgeted(self.on_stats)))
+        app.add_handler(CommandHandler("reload", budgeted(self.on_reload)))
+        # Photos count against the budget themselves: only those addressed to the bot, and
+        # an album once.
         app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self.on_photo))
-        app.add_handler(MessageHandler(private & filters.Sticker.ALL, self.on_sticker))
-        app.add_handler(
-            MessageHandler(
-                private & (filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE), self.on_video
-            )
-        )
-        app.add_handler(CallbackQueryHandler(self.on_page_button))
-        app.add_handler(InlineQueryHandler(self.on_inline_query))
+        app.add_handler(MessageHandler(private & filters.Sticker.ALL, budgeted(self.on_sticker)))
+        videos = filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE
+        app.add_handler(MessageHandler(private & videos, budgeted(self.on_video)))
+        app.add_handler(CallbackQueryHandler(budgeted(self.on_page_button)))
+        app.add_handler(InlineQueryHandler(self.on_inline_query))  # no chat: searches' limit
         app.add_error_handler(self.on_error)
+
+    def _within_reply_budget(self, handler: Handler) -> Handler:
+        async def within_budget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            if await self._may_reply(update):
+                await handler(update, context)
+
+        return within_budget
+
+    async def _may_reply(self, update: Update) -> bool:
+        """Count one reply to the update's chat against `limits.replies_per_minute`. Past
+        it the chat hears "slow down" once, then nothing until the window has room."""
+        chat = update.effective_chat
+        if chat is None:
+            return True
+        admission = self.replies.admit(chat.id)
+        if admission is Admission.REPLY:
+            return True
+        self.counter.refused("flooding")
+        if admission is Admission.SLOW_DOWN:
+            with contextlib.suppress(NetworkError, BadRequest, Forbidden):
+                await self.application.bot.send_message(chat.id, t(_language(update), "slow_down"))
+        return False
 
     async def start(self) -> None:
         telegram = self.settings.telegram
@@ -188,23 +222,37 @@ class TelegramBot(Frontend):
         updater = self.application.updater
         assert updater is not None
         if telegram.mode == "webhook":
-            await updater.start_webhook(
-                listen=telegram.webhook_listen,
-                port=telegram.webhook_port,
-                url_path="telegram",
-                webhook_url=telegram.webhook_url.rstrip("/") + "/telegram",
-                secret_token=secret,
-            )
+            await self._start_webhook(secret)
         else:
             await updater.start_polling(poll_interval=0.0, timeout=10, bootstrap_retries=-1)
         me = self.application.bot
         log.info("telegram bot @%s is serving (%s)", me.username, telegram.mode)
+
+    async def _start_webhook(self, secret: str) -> None:
+        """Our own endpoint rather than the updater's, which reads a whole body before it
+        checks the secret (bot/telegram_webhook.py); then tell Telegram where it is."""
+        telegram = self.settings.telegram
+        self._webhook = WebhookServer(
+            secret, self._deliver, telegram.webhook_listen, telegram.webhook_port
+        )
+        await self._webhook.start()
+        url = telegram.webhook_url.rstrip("/") + WEBHOOK_PATH
+        await self.application.bot.set_webhook(url, secret_token=secret)
+
+    async def _deliver(self, payload: dict[str, Any]) -> None:
+        try:
+            update = Update.de_json(payload, self.application.bot)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an update: {exc!r}") from None
+        await self.application.update_queue.put(update)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking updates, let in-flight searches finish (bounded), then close."""
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
+        if self._webhook is not None:
+            await self._webhook.stop()
         await self._drain(grace_s)
         if self.application.running:
             await self.application.stop()
@@ -213,7 +261,9 @@ class TelegramBot(Frontend):
     @property
     def healthy(self) -> bool:
         updater = self.application.updater
-        return self.application.running and updater is not None and updater.running
+        polling = updater is not None and updater.running
+        hooked = self._webhook is not None and self._webhook.running
+        return self.application.running and (polling or hooked)
 
     async def _register_commands(self) -> None:
         for language in languages():
@@ -347,12 +397,17 @@ class TelegramBot(Frontend):
         message = update.effective_message
         if message is None or not self._addressed_to_me(message):
             return
-        language = _language(update)
+        pending = self._albums.get(str(message.media_group_id))
+        if message.media_group_id and pending is not None:
+            pending.append(message)  # answered with the album's first photo
+            return
+        if not await self._may_reply(update):
+            return
         document = message.document
         if document is not None and not message.photo:
             mime = (document.mime_type or "").lower()
             if mime.startswith(_NOT_PHOTO_MIME):
-                await message.reply_text(t(language, "not_a_photo_file"))
+                await message.reply_text(t(_language(update), "not_a_photo_file"))
                 return
         if message.media_group_id:
             await self._collect_album_photo(update, message)
@@ -363,10 +418,6 @@ class TelegramBot(Frontend):
         """Photos sent together arrive as separate updates: gather them for a moment,
         then answer once for the whole look (their embeddings are averaged)."""
         group_id = str(message.media_group_id)
-        pending = self._albums.get(group_id)
-        if pending is not None:
-            pending.append(message)
-            return
         pending = self._albums[group_id] = [message]
         await asyncio.sleep(self.settings.telegram.media_group_wait_ms / 1000)
         del self._albums[group_id]
@@ -421,7 +472,7 @@ class TelegramBot(Frontend):
             page=token,
             k=self.settings.telegram.album_size,
             declared_sizes=query.photo_sizes,
-            size_limit=min(TELEGRAM_DOWNLOAD_LIMIT, self.settings.images.max_bytes),
+            size_limit=self.download_limit,
         )
         outcome = await self.flow.run(request, lambda: self._uploading(chat_id))
         if isinstance(outcome, Refusal):
@@ -443,9 +494,12 @@ class TelegramBot(Frontend):
 
     async def _download(self, file_id: str) -> bytes:
         file = await self.application.bot.get_file(file_id)
-        if file.file_size and file.file_size > self.settings.images.max_bytes:
+        if file.file_size and file.file_size > self.download_limit:
             raise Unreadable("too_large")
-        return bytes(await file.download_as_bytearray())
+        try:  # getFile may leave out the size: the download itself stops at the limit
+            return bytes(await file.download_as_bytearray())
+        except DownloadTooLarge:
+            raise Unreadable("too_large") from None
 
     @contextlib.asynccontextmanager
     async def _uploading(self, chat_id: int) -> AsyncIterator[None]:
@@ -576,7 +630,7 @@ class TelegramBot(Frontend):
         async def read() -> Inputs:
             return Inputs(text=words)
 
-        offset = int(inline.offset) if inline.offset.isdigit() else 0
+        offset = inline_offset(inline.offset)
         request = SearchRequest(
             inline.from_user.id, read, PageToken(offset=offset), k=self.settings.search.max_k
         )
@@ -627,6 +681,8 @@ class TelegramBot(Frontend):
             where = f"update {update.update_id} chat {chat.id if chat else '?'}"
         log.error("unhandled error in %s: %r", where or "the bot", error, exc_info=error)
         if isinstance(update, Update) and update.effective_chat is not None:
+            if not await self._may_reply(update):
+                return
             with contextlib.suppress(Exception):
                 await context.bot.send_message(
                     update.effective_chat.id, t(_language(update), "apology")

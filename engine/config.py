@@ -13,6 +13,7 @@ their own sections (bot/settings.py) and read the same file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,6 +72,10 @@ class Section(BaseModel):
         return value
 
 
+# torch device names the embedder accepts; anything else would fail only when the model loads.
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,2})?")
+
+
 class ModelSettings(Section):
     name: str = "marqo-fashionclip"
     pretrained: str = ""
@@ -84,6 +89,13 @@ class ModelSettings(Section):
     # "crop": the model's own centre crop; "pad": pad to a square first (keeps hems, collars)
     preprocess: Literal["crop", "pad"] = "crop"
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE.fullmatch(value):
+            raise ValueError('must be "auto", "cpu", "cuda", "cuda:N" or "mps"')
+        return value
+
 
 class ImageSettings(Section):
     """What the decoder accepts; `engine.images.decode_image` takes this section as is."""
@@ -92,6 +104,8 @@ class ImageSettings(Section):
     max_pixels: PositiveInt = 40_000_000
     min_side: PositiveInt = 16
     max_aspect: Annotated[float, Field(ge=1.0)] = 12.0
+    # Memory that photos being decoded at once may hold; past it, a photo waits its turn.
+    max_decoding_mb: PositiveInt = 512
 
 
 class IndexSettings(Section):
@@ -107,6 +121,8 @@ class IndexSettings(Section):
 class SearchSettings(Section):
     default_k: PositiveInt = 6
     max_k: PositiveInt = 10
+    # The deepest any search pages: a forged "page 999999" must not rank a million products.
+    max_results: Annotated[int, Field(ge=1, le=100_000)] = 100
     diversity: UnitInterval = 0.0
     surprise_diversity: UnitInterval = 0.6
     text_weight: NonNegativeFloat = 0.5

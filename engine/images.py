@@ -6,10 +6,15 @@ from the header alone, before any pixel is decoded, so a decompression bomb cost
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import io
+import threading
 import warnings
+from collections.abc import Callable, Iterator
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from engine.config import ImageSettings
 
@@ -97,14 +102,79 @@ def _sniff_refusal(data: bytes) -> ImageError | None:
     return None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode -> RGB; transparency is composited on white (product shots are on white)."""
+# Pillow keeps these modes in 1 or 2 bytes a pixel; every other mode takes 4 (RGB too).
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# A photo is reduced to at least this many times the side the model resizes it to, as
+# `Image.thumbnail`'s reducing_gap does: the final resampling still has pixels to average.
+REDUCING_GAP = 2
+STRIP_ROWS = 256  # rows converted at a time: the only full-width temporaries
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, where the C library has one (not musl, not macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+class DecodingMemory:
+    """Bytes that photos being decoded hold at once, process-wide: a burst of huge photos
+    takes turns instead of all allocating their pixels together. One photo alone always
+    proceeds, whatever it needs."""
+
+    # glibc keeps a thread's freed pixel blocks in that thread's heap, so every decoding
+    # thread would go on holding its largest photo: memory this large is handed back.
+    TRIM_FROM_BYTES = 64_000_000
+
+    def __init__(self) -> None:
+        self._in_use = 0
+        self._changed = threading.Condition()
+        self._trim = _malloc_trim()
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @contextlib.contextmanager
+    def reserve(self, needed: int, budget: int) -> Iterator[None]:
+        needed = min(needed, budget)
+        with self._changed:
+            self._changed.wait_for(lambda: self._in_use + needed <= budget)
+            self._in_use += needed
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._in_use -= needed
+                self._changed.notify_all()
+            if needed >= self.TRIM_FROM_BYTES and self._trim is not None:
+                self._trim(0)
+
+
+DECODING = DecodingMemory()
+
+
+def _to_rgb(image: Image.Image, value_range: tuple[float, float] | None = None) -> Image.Image:
+    """Any mode -> RGB; transparency is composited on white (product shots are on white).
+    `value_range` is the whole picture's, when `image` is a strip of a high bit-depth one."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode in _HIGH_BIT_DEPTH:
         # High bit-depth greyscale: scale to 8 bits by the actual range, not by clipping.
         image = image.convert("F") if image.mode != "F" else image
-        low, high = image.getextrema()
+        low, high = value_range or image.getextrema()
         span = (high - low) or 1.0
         image = image.point(lambda v: (v - low) * 255.0 / span).convert("L")
     if image.mode == "P":
@@ -116,21 +186,55 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+def _reduction(size: tuple[int, int], draft_size: int | None) -> int:
+    """The whole-number factor a picture may shrink by and keep what the model needs."""
+    return max(1, min(size) // (draft_size * REDUCING_GAP)) if draft_size else 1
+
+
+def _value_range(image: Image.Image) -> tuple[float, float] | None:
+    """(darkest, brightest) of a high bit-depth greyscale picture, else None."""
+    if image.mode not in _HIGH_BIT_DEPTH:
+        return None
+    low, high = image.getextrema()
+    return float(low), float(high)  # type: ignore[arg-type]  # one band: numbers
+
+
+def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
+    """`image` (loaded) in RGB, `factor` times smaller, without a full-size copy: strips of
+    rows are converted and reduced one at a time into the (small) result."""
+    width, height = image.size
+    value_range = _value_range(image)
+    rows = factor * max(1, STRIP_ROWS // factor)
+    if height <= rows or (factor == 1 and image.mode == "RGB"):
+        rgb = _to_rgb(image, value_range)
+        return rgb.reduce(factor) if factor > 1 else rgb
+    result = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = _to_rgb(image.crop((0, top, width, min(top + rows, height))), value_range)
+        result.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+    return result
+
+
+def _decoding_bytes(image: Image.Image, factor: int) -> int:
+    """About what decoding `image` holds at its peak: its pixels, the result, the strips."""
+    width, height = image.size
+    pixels = width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
+    return pixels + 4 * (width * height // (factor * factor) + 4 * STRIP_ROWS * width)
+
+
+def _orientation(image: Image.Image) -> int:
     try:
-        return ImageOps.exif_transpose(image) or image
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
     except Exception:  # corrupt EXIF must not cost the shopper their search
-        return image
+        return 1
 
 
-def decode_image(
-    data: bytes, limits: ImageSettings = _DEFAULT_LIMITS, draft_size: int | None = None
-) -> Image.Image:
-    """Decode `data` into an upright RGB image within `limits`, or raise an ImageError.
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    method = _UPRIGHT.get(orientation)
+    return image.transpose(method) if method is not None else image
 
-    `draft_size` lets JPEGs decode at a reduced scale (DCT scaling) when the caller only
-    needs about that many pixels on the short side: a large speed-up for big photos.
-    """
+
+def _check_bytes(data: bytes, limits: ImageSettings) -> None:
     if not data:
         raise EmptyImage("empty file")
     if len(data) > limits.max_bytes:
@@ -140,17 +244,10 @@ def decode_image(
     refusal = _sniff_refusal(data)
     if refusal is not None:
         raise refusal
-    image = _open(data)
-    _check_size(*image.size, limits)
-    _load_pixels(image, draft_size)
-    try:
-        return _to_rgb(_apply_exif_orientation(image))
-    except (OSError, ValueError) as exc:
-        raise CorruptImage(f"cannot be converted to RGB ({exc})") from None
 
 
 def _open(data: bytes) -> Image.Image:
-    """The header only: format, mode and size, no pixels yet."""
+    """The picture's header, read; no pixel is decoded yet."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -163,7 +260,7 @@ def _open(data: bytes) -> Image.Image:
         raise CorruptImage("damaged file") from None
 
 
-def _check_size(width: int, height: int, limits: ImageSettings) -> None:
+def _check_geometry(width: int, height: int, limits: ImageSettings) -> None:
     if width * height > limits.max_pixels:
         raise DecompressionBomb(
             f"too many pixels ({width}x{height}; the limit is {limits.max_pixels})"
@@ -176,15 +273,42 @@ def _check_size(width: int, height: int, limits: ImageSettings) -> None:
         raise ExtremeAspectRatio(f"a thin strip ({width}x{height} pixels), not a photo")
 
 
-def _load_pixels(image: Image.Image, draft_size: int | None) -> None:
-    try:
-        if getattr(image, "n_frames", 1) > 1:
-            image.seek(0)  # animations: the first frame represents the item
-        if draft_size and image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
-            image.draft(image.mode, (draft_size, draft_size))
+def _decode(image: Image.Image, limits: ImageSettings, draft_size: int | None) -> Image.Image:
+    """Pixels decoded once (a JPEG at its draft scale), then converted and reduced strip by
+    strip, while the decoding memory is reserved."""
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)  # animations: the first frame represents the item
+    if draft_size and image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
+        image.draft(image.mode, (draft_size, draft_size))
+    factor = _reduction(image.size, draft_size)
+    budget = limits.max_decoding_mb * 1_000_000
+    with DECODING.reserve(_decoding_bytes(image, factor), budget):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.load()
+        reduced = _reduced_rgb(image, factor)
+        orientation = _orientation(image)
+        if reduced is not image:
+            image.close()  # the full-size pixels go now, not when the caller lets go
+    return _upright(reduced, orientation)
+
+
+def decode_image(
+    data: bytes, limits: ImageSettings = _DEFAULT_LIMITS, draft_size: int | None = None
+) -> Image.Image:
+    """Decode `data` into an upright RGB image within `limits`, or raise an ImageError.
+
+    `draft_size` is the side the caller will resize the picture to: then it decodes only
+    as many pixels as that needs (a JPEG at a reduced DCT scale, anything else reduced in
+    strips right after decoding), so a photo of any accepted size costs at most its
+    decoded pixels once (under 200 MB at the default 40-megapixel cap), and concurrent
+    decodes share `limits.max_decoding_mb`.
+    """
+    _check_bytes(data, limits)
+    image = _open(data)
+    _check_geometry(*image.size, limits)
+    try:
+        return _decode(image, limits, draft_size)
     except Image.DecompressionBombError:
         raise DecompressionBomb("far too many pixels to process") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError):

@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from engine.category import combined_shares, neighbour_votes
-from engine.config import Settings
+from engine.config import SearchSettings, Settings
 from engine.embedder import Embedder, load_embedder, model_identity
 from engine.index import VectorIndex
 from engine.query_encoder import QueryEncoder
@@ -27,6 +27,13 @@ from engine.types import Filters, Hit, SearchPage
 from engine.zero_shot import ZeroShotCategories
 
 log = logging.getLogger(__name__)
+
+
+def _page_window(search: SearchSettings, k: int | None, offset: int) -> tuple[int, int, int]:
+    """(results per page, first, end) of a page, clamped to what may be ranked."""
+    k = max(1, min(k or search.default_k, search.max_k))
+    offset = max(0, offset)
+    return k, offset, min(offset + k, search.max_results)
 
 
 class Engine:
@@ -191,37 +198,42 @@ class Engine:
         `query_key` (from an earlier page) repeats that search without its inputs, or
         raises QueryExpired."""
         search = self.settings.search
-        k = max(1, min(k or search.default_k, search.max_k))
-        offset = max(0, offset)
-        diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
-        timings: dict[str, float] = {}
+        k, offset, end = _page_window(search, k, offset)
+        if offset >= end:  # past search.max_results: nothing to rank, however deep the ask
+            return SearchPage([], offset, False, {"total_ms": 0.0}, query_key or "")
         started = time.perf_counter()
         photos = [image, *images] if image is not None else list(images)
         query, query_key = await self._query(photos, text, query_key)
-        timings["embed_ms"] = (time.perf_counter() - started) * 1000
-        zero_shot = None
-        if self._gating and not (filters and filters.category):  # same for every page
-            zero_shot = await self.guess_category(query)
-        ranked_at = time.perf_counter()
-        hits, category_first = await asyncio.get_running_loop().run_in_executor(
-            self._cpu_pool,
-            self._rank_and_join,
-            query,
-            filters or Filters(),
-            offset + k + 1,
-            diversity,
-            zero_shot,
-        )
-        timings["rank_ms"] = (time.perf_counter() - ranked_at) * 1000
-        timings["total_ms"] = (time.perf_counter() - started) * 1000
+        embedded = time.perf_counter()
+        wanted = min(end + 1, search.max_results)
+        hits, favoured = await self._rank(query, filters or Filters(), wanted, diversity)
+        finished = time.perf_counter()
+        timings = {
+            "embed_ms": (embedded - started) * 1000,
+            "rank_ms": (finished - embedded) * 1000,
+            "total_ms": (finished - started) * 1000,
+        }
         return SearchPage(
-            hits[offset : offset + k],
+            hits[offset:end],
             offset,
-            len(hits) > offset + k,
+            len(hits) > end,
             timings,
             query_key,
-            category_first,
+            favoured,
             text_ignored=bool(text) and not self.embedder.text_search,
+        )
+
+    async def _rank(
+        self, query: np.ndarray, filters: Filters, wanted: int, diversity: float | None
+    ) -> tuple[list[Hit], str | None]:
+        """The first `wanted` hits (off the event loop), and the category favoured."""
+        search = self.settings.search
+        diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
+        zero_shot = None
+        if self._gating and not filters.category:  # the same for every page of a query
+            zero_shot = await self.guess_category(query)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._cpu_pool, self._rank_and_join, query, filters, wanted, diversity, zero_shot
         )
 
     async def _query(

@@ -179,3 +179,9 @@ def awkward_but_valid() -> dict[str, bytes]:
     base.save(prog, format="JPEG", progressive=True)
     out["progressive_jpeg"] = prog.getvalue()
     return out
+
+
+def huge_transparent_png(side: int = 6300) -> bytes:
+    """A small file (~170 KB) that decodes to side x side RGBA pixels, under the default
+    pixel cap: 160 MB decoded, and each full-size copy the decoder makes another 120-160."""
+    return _png_bytes(Image.new("RGBA", (side, side), (200, 30, 30, 128)))

@@ -75,6 +75,10 @@ class FakeBotApi(LoopbackServer):
         self._new_call = asyncio.Condition()
         self._ids = itertools.count(1)
         self.download_delay_s = 0.0
+        # Files served in chunks without a declared size (getFile leaves out file_size, the
+        # download has no Content-Length): file id -> size, and how much was sent so far.
+        self.streamed: dict[str, int] = {}
+        self.bytes_served: dict[str, int] = {}
 
     # ---- server -----------------------------------------------------------------------
 
@@ -97,6 +101,12 @@ class FakeBotApi(LoopbackServer):
     def add_file(self, data: bytes) -> str:
         file_id = f"file-{next(self._ids)}"
         self.files[file_id] = data
+        return file_id
+
+    def add_streamed_file(self, size: int) -> str:
+        file_id = f"streamed-{next(self._ids)}"
+        self.streamed[file_id] = size
+        self.bytes_served[file_id] = 0
         return file_id
 
     def user(self, user_id: int = 1001, language: str = "en") -> dict[str, Any]:
@@ -327,6 +337,8 @@ class FakeBotApi(LoopbackServer):
             return BOT_USER
         if method == "getFile":
             file_id = str(params["file_id"])
+            if file_id in self.streamed:
+                return {"file_id": file_id, "file_unique_id": file_id + "u", "file_path": file_id}
             if file_id not in self.files:
                 return None
             return {
@@ -355,9 +367,21 @@ class FakeBotApi(LoopbackServer):
         path = request.match_info["path"]
         await asyncio.sleep(self.download_delay_s)
         file_id = path.removeprefix("photos/").removesuffix(".jpg")
+        if file_id in self.streamed:
+            return await self._stream(request, file_id)
         if file_id not in self.files:
             return web.Response(status=404)
         return web.Response(body=self.files[file_id], content_type="application/octet-stream")
+
+    async def _stream(self, request: web.Request, file_id: str) -> web.StreamResponse:
+        response = web.StreamResponse()  # chunked: no Content-Length to refuse it by
+        await response.prepare(request)
+        chunk = bytes(64 * 1024)
+        with contextlib.suppress(ConnectionError):
+            while self.bytes_served[file_id] < self.streamed[file_id]:
+                await response.write(chunk)
+                self.bytes_served[file_id] += len(chunk)
+        return response
 
 
 def bot_settings(settings: BotSettings, api: FakeBotApi, **telegram: Any) -> BotSettings:
