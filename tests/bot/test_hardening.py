@@ -21,12 +21,18 @@ from bot.telegram_bot import TelegramBot
 from bot.telegram_webhook import SECRET_HEADER
 from engine.config import DEFAULT_CONFIG_PATH
 from engine.search import Engine
-from tests.bot.test_telegram import bot_settings, button, keyboard_message, photo
-from tests.bot.test_telegram_operations import free_port, start_webhook_bot
 from tests.conftest import REPO_ROOT
-from tests.engine.test_image_memory import PeakMemory
+from tests.fakes.demo import photo
 from tests.fakes.hostile_images import huge_transparent_png
-from tests.fakes.telegram_api import FakeBotApi
+from tests.fakes.memory import PeakMemory
+from tests.fakes.telegram_api import (
+    FakeBotApi,
+    bot_settings,
+    button,
+    free_port,
+    keyboard_message,
+    start_webhook_bot,
+)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the real engine on the tiny model, real demo photos."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,14 @@ from engine.batcher import EngineBusy
 from engine.query_store import QueryStore
 from tests.fakes.demo import category_of_title, photo
 from tests.fakes.hostile_images import png_bomb
-from tests.fakes.telegram_api import BOT_USER, FakeBotApi, bot_settings, titles
+from tests.fakes.telegram_api import (
+    BOT_USER,
+    bot_settings,
+    button,
+    keyboard_message,
+    keyboard_of,
+    titles,
+)
 
 CATEGORY_OF_TITLE = category_of_title()
 
@@ -33,24 +39,6 @@ async def start_bot(engine, settings, api, **telegram) -> TelegramBot:
     bot = TelegramBot(engine, bot_settings(settings, api, **telegram), api.token)
     await bot.start()
     return bot
-
-
-def keyboard_of(call) -> list[list[dict[str, Any]]]:
-    return call.params["reply_markup"]["inline_keyboard"]
-
-
-def button(call, label: str) -> dict[str, Any] | None:
-    return next((b for row in keyboard_of(call) for b in row if b["text"].startswith(label)), None)
-
-
-def keyboard_message(api: FakeBotApi, call) -> dict[str, Any]:
-    """The message the bot sent (as the fake server stored it, with reply_to_message)."""
-    return next(
-        m
-        for m in reversed(list(api.messages.values()))
-        if m.get("reply_markup") == call.params["reply_markup"]
-        and m["from"]["id"] == BOT_USER["id"]
-    )
 
 
 async def test_start_help_and_command_registration(running, api) -> None:

@@ -8,7 +8,6 @@ import csv
 import logging
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -24,31 +23,7 @@ from engine.search import Engine
 from engine.types import Hit, Product
 from tests.conftest import DEMO_CATALOG, REPO_ROOT, make_settings
 from tests.fakes.demo import photo
-from tests.fakes.telegram_api import DROP_CONNECTION, bot_settings, titles
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def start_webhook_bot(
-    engine, settings, api, public_url: str, secret: str
-) -> tuple[TelegramBot, int]:
-    """A bot in webhook mode listening on a free loopback port."""
-    port = free_port()
-    hooked = bot_settings(
-        settings,
-        api,
-        mode="webhook",
-        webhook_url=public_url,
-        webhook_listen="127.0.0.1",
-        webhook_port=port,
-    )
-    bot = TelegramBot(engine, hooked, api.token, webhook_secret=secret)
-    await bot.start()
-    return bot, port
+from tests.fakes.telegram_api import DROP_CONNECTION, bot_settings, start_webhook_bot, titles
 
 
 async def test_dropped_connections_are_retried(engine, settings, api) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,31 +14,7 @@ from PIL import Image
 from engine import images as im
 from engine.config import ImageSettings
 from tests.fakes.hostile_images import huge_transparent_png
-
-CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-class PeakMemory:
-    """Growth of this process's peak resident memory (Linux: VmHWM, reset by clear_refs),
-    which sees what Pillow allocates outside Python's allocator, unlike tracemalloc."""
-
-    def __enter__(self) -> PeakMemory:
-        try:
-            CLEAR_REFS.write_text("5")
-        except OSError:
-            pytest.skip("peak memory cannot be reset on this system")
-        self._base = _status_mb("VmRSS")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.growth_mb = _status_mb("VmHWM") - self._base
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} in /proc/self/status")
+from tests.fakes.memory import PeakMemory
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from bot.settings import BotSettings
+from bot.telegram_bot import TelegramBot
+from engine.search import Engine
 from tests.fakes.loopback import LoopbackServer
 
 BOT_USER = {
@@ -404,3 +407,45 @@ def bot_settings(settings: BotSettings, api: FakeBotApi, **telegram: Any) -> Bot
 def titles(album: Call) -> list[str]:
     """The product titles of an album the bot sent, in order (captions start <b>title</b>)."""
     return [item["caption"].split("</b>")[0].removeprefix("<b>") for item in album.params["media"]]
+
+
+def keyboard_of(call: Call) -> list[list[dict[str, Any]]]:
+    return call.params["reply_markup"]["inline_keyboard"]
+
+
+def button(call: Call, label: str) -> dict[str, Any] | None:
+    return next((b for row in keyboard_of(call) for b in row if b["text"].startswith(label)), None)
+
+
+def keyboard_message(api: FakeBotApi, call: Call) -> dict[str, Any]:
+    """The message the bot sent (as the fake server stored it, with reply_to_message)."""
+    return next(
+        m
+        for m in reversed(list(api.messages.values()))
+        if m.get("reply_markup") == call.params["reply_markup"]
+        and m["from"]["id"] == BOT_USER["id"]
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def start_webhook_bot(
+    engine: Engine, settings: BotSettings, api: FakeBotApi, public_url: str, secret: str
+) -> tuple[TelegramBot, int]:
+    """A bot in webhook mode listening on a free loopback port."""
+    port = free_port()
+    hooked = bot_settings(
+        settings,
+        api,
+        mode="webhook",
+        webhook_url=public_url,
+        webhook_listen="127.0.0.1",
+        webhook_port=port,
+    )
+    bot = TelegramBot(engine, hooked, api.token, webhook_secret=secret)
+    await bot.start()
+    return bot, port
