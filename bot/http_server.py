@@ -54,7 +54,7 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # set by start()
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -518,7 +518,7 @@ class TelegramBot(Frontend):
         for key, source, caption in items:
             try:
                 message = await _with_network_retries(
-                    lambda source=source, caption=caption: bot.send_photo(
+                    lambda source=source, caption=caption: bot.send_photo(  # type: ignore[misc]  # mypy cannot type a lambda with default arguments
                         chat_id,
                         source,
                         caption=caption,
@@ -589,7 +589,9 @@ class TelegramBot(Frontend):
         next_offset = str(offset + len(page.hits)) if page.has_more else ""
         await inline.answer(results, cache_time=30, next_offset=next_offset)
 
-    def _inline_result(self, hit: Hit, language: str | None):
+    def _inline_result(
+        self, hit: Hit, language: str | None
+    ) -> InlineQueryResultPhoto | InlineQueryResultCachedPhoto | InlineQueryResultArticle:
         link = shop_link(hit.product.url, "telegram", self.settings.links)
         caption = caption_html(hit, link, language)
         result_id = hit.product.product_id.encode()[:60].hex()[:64]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -104,7 +105,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # High bit-depth greyscale: scale to 8 bits by the actual range, not by clipping.
         image = image.convert("F") if image.mode != "F" else image
-        low, high = image.getextrema()
+        low, high = cast(tuple[float, float], image.getextrema())  # one band: (min, max)
         span = (high - low) or 1.0
         image = image.point(lambda v: (v - low) * 255.0 / span).convert("L")
     if image.mode == "P":
