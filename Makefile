@@ -6,7 +6,7 @@ INDEX_DIR ?= data/index
 CATALOG ?= data/demo/catalog.csv
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-offline test lint format index clean reliability audit quality bench bench-quick
+.PHONY: run run-offline test lint typecheck format index clean reliability audit quality bench bench-quick
 
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU build of torch
 # (a few hundred MB instead of the CUDA build's gigabytes); the Dockerfile does the same.
@@ -61,9 +61,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# mypy over engine/ (strict) and bot/; the settings are in pyproject.toml's [tool.mypy].
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(INDEX_DIR) data/demo-index .pytest_cache
+	rm -rf $(VENV) $(INDEX_DIR) data/demo-index .pytest_cache .mypy_cache

@@ -25,9 +25,9 @@ from engine.embedder import (
     hub_unreachable_reason,
     load_embedder,
 )
-from engine.index import current_build_dir
 from engine.ingest.pipeline import build_index
 from engine.search import Engine
+from engine.store import current_build_dir
 
 DEMO_INDEX_ROOT = "data/demo-index"
 DEMO_PHOTO = PROJECT_ROOT / "data" / "demo" / "shopper" / "shoes.jpg"

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -83,7 +83,7 @@ def rate_limit_trace(on_too_many_requests: Callable[[], None]) -> aiohttp.TraceC
     return trace
 
 
-class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=ANY_CUSTOM_ID):
+class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ANY_CUSTOM_ID):
     """ "More like this" / "Surprise me": a button any restart can still answer."""
 
     def __init__(self, custom_id: str, label: str = "…", surprise: bool = False) -> None:
@@ -101,12 +101,12 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=ANY_CUSTOM_
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> PageButton:
         return cls(match.string)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        frontend: DiscordBot = interaction.client.frontend  # type: ignore[attr-defined]
+        frontend = cast(FashionClient, interaction.client).frontend  # our client class
         await frontend.on_page_button(interaction, self.custom_id)
 
 
@@ -118,7 +118,7 @@ class FashionClient(discord.Client):
         super().__init__(intents=intents, http_trace=trace)
         self.frontend = frontend
         self.tree = app_commands.CommandTree(self)
-        self.tree.on_error = frontend.on_command_error
+        self.tree.error(frontend.on_command_error)  # the public way to set tree.on_error
 
     async def setup_hook(self) -> None:
         self.frontend.register(self.tree)
@@ -408,13 +408,13 @@ class DiscordBot(Frontend):
     def _gallery_reply(self, results: Results, language: str) -> dict[str, Any]:
         page = results.page
         files, media = self._files(page)
-        gallery = discord.ui.MediaGallery(
+        gallery: discord.ui.MediaGallery[discord.ui.LayoutView] = discord.ui.MediaGallery(
             *[
                 discord.MediaGalleryItem(source, description=caption_text(hit, language)[:256])
                 for source, hit in zip(media, page.hits, strict=True)
             ]
         )
-        sections = [
+        sections: list[discord.ui.Section[discord.ui.LayoutView]] = [
             discord.ui.Section(
                 f"**{number}. {short_title(hit.product.title, 80)}**\n{format_price(hit.product)}"
                 + (f" · {t(language, 'out_of_stock')}" if not hit.product.in_stock else ""),

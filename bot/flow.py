@@ -150,7 +150,7 @@ class SearchFlow:
 
     async def run(self, request: SearchRequest, working: Working) -> Results | Refusal:
         """`working` wraps the slow part (download, model): a chat action, a deferral."""
-        refusal = self._admit(request)
+        refusal: Results | Refusal | None = self._admit(request)
         if refusal is None:
             async with working():
                 refusal = await self._search(request)

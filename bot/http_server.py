@@ -62,7 +62,8 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.host, self.port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+        sockets = site._server.sockets  # type: ignore[union-attr]  # set by start()
+        self.host, self.port = sockets[0].getsockname()[:2]
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -30,11 +29,11 @@ class _CheckedResolver(AbstractResolver):
 
     async def resolve(
         self, host: str, port: int = 0, family: int = socket.AF_INET
-    ) -> list[dict[str, Any]]:
+    ) -> list[ResolveResult]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         if not infos:
             raise UnsafeUrl(f"{host} does not resolve")
-        resolved = []
+        resolved: list[ResolveResult] = []
         for fam, _, proto, _, sockaddr in infos:
             address = ipaddress.ip_address(sockaddr[0])
             if not is_public(address, self._allow_loopback):

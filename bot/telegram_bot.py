@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -74,7 +74,8 @@ INLINE_REFUSAL_CACHE_S = {"rate_limited": 5, "busy": 1}  # others: the usual 30 
 FILE_ID_CACHE_SIZE = 20_000
 WEBHOOK_SECRET_VARIABLE = "TELEGRAM_WEBHOOK_SECRET"
 _NOT_PHOTO_MIME = ("video/", "audio/", "text/", "application/pdf", "application/zip")
-Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+# python-telegram-bot's handler classes take coroutine functions (Coroutine, not Awaitable).
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -572,7 +573,7 @@ class TelegramBot(Frontend):
         for key, source, caption in items:
             try:
                 message = await _with_network_retries(
-                    lambda source=source, caption=caption: bot.send_photo(
+                    lambda source=source, caption=caption: bot.send_photo(  # type: ignore[misc]  # mypy cannot type a lambda with default arguments
                         chat_id,
                         source,
                         caption=caption,
@@ -643,7 +644,9 @@ class TelegramBot(Frontend):
         next_offset = str(offset + len(page.hits)) if page.has_more else ""
         await inline.answer(results, cache_time=30, next_offset=next_offset)
 
-    def _inline_result(self, hit: Hit, language: str | None):
+    def _inline_result(
+        self, hit: Hit, language: str | None
+    ) -> InlineQueryResultPhoto | InlineQueryResultCachedPhoto | InlineQueryResultArticle:
         link = shop_link(hit.product.url, "telegram", self.settings.links)
         caption = caption_html(hit, link, language)
         result_id = hit.product.product_id.encode()[:60].hex()[:64]

@@ -8,12 +8,16 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engine.types import Filters, Product
 
 SCHEMA_VERSION = 1
+
+# one SQLite result row (or a statement's parameters): sqlite3 types its columns as Any
+Row = tuple[Any, ...]
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +61,7 @@ class ImageRecord:
     sha256: str
 
 
-def _product_from_row(row: tuple) -> Product:
+def _product_from_row(row: Row) -> Product:
     pid, title, url, image, price, currency, category, gender, colour, brand, stock, extra = row
     return Product(
         product_id=pid,
@@ -127,11 +131,12 @@ class Catalog:
         if version is None or int(version[0]) != SCHEMA_VERSION:
             raise ValueError(f"{path}: catalog schema {version} is not {SCHEMA_VERSION}")
 
-    def _one(self, sql: str, params: tuple = ()) -> tuple | None:
+    def _one(self, sql: str, params: Row = ()) -> Row | None:
         with self._lock:
-            return self._db.execute(sql, params).fetchone()
+            row: Row | None = self._db.execute(sql, params).fetchone()
+            return row
 
-    def _all(self, sql: str, params: Iterable = ()) -> list[tuple]:
+    def _all(self, sql: str, params: Iterable[object] = ()) -> list[Row]:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchall()
 
@@ -143,9 +148,9 @@ class Catalog:
         rows = self._all("SELECT DISTINCT category FROM products WHERE category != '' ORDER BY 1")
         return [r[0] for r in rows]
 
-    def _rows_in(self, select: str, column: str, values: list) -> list[tuple]:
+    def _rows_in(self, select: str, column: str, values: list[Any]) -> list[Row]:
         """`select ... WHERE column IN (values)`, in chunks under SQLite's variable limit."""
-        rows: list[tuple] = []
+        rows: list[Row] = []
         for start in range(0, len(values), 500):
             chunk = values[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -174,7 +179,8 @@ class Catalog:
 
     def keys_matching(self, filters: Filters) -> np.ndarray:
         """Index keys of the images whose product passes `filters` (sorted)."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | float] = []
         if filters.category:
             clauses.append("lower(p.category) = lower(?)")
             params.append(filters.category)

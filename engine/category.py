@@ -47,7 +47,8 @@ class CategoryProbe:
     def probabilities(self, query: np.ndarray) -> np.ndarray:
         logits = self.weights @ (FEATURE_SCALE * query.astype(np.float32)) + self.bias
         exp = np.exp(logits - logits.max())
-        return exp / exp.sum()
+        probabilities: np.ndarray = exp / exp.sum()
+        return probabilities
 
     def save(self, path: Path) -> None:
         with path.open("wb") as handle:
@@ -72,7 +73,9 @@ class CategoryProbe:
             )
 
 
-def _fit(vectors: np.ndarray, labels: np.ndarray, classes: int, regularisation: float):
+def _fit(
+    vectors: np.ndarray, labels: np.ndarray, classes: int, regularisation: float
+) -> tuple[np.ndarray, np.ndarray]:
     torch.manual_seed(0)
     inputs = torch.from_numpy(FEATURE_SCALE * vectors)
     targets = torch.from_numpy(labels)
@@ -89,11 +92,13 @@ def _fit(vectors: np.ndarray, labels: np.ndarray, classes: int, regularisation: 
         return value
 
     with torch.enable_grad():
-        optimiser.step(loss)  # type: ignore[arg-type]
+        optimiser.step(loss)
     return layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()
 
 
-def _accuracy(weights: np.ndarray, bias: np.ndarray, vectors: np.ndarray, labels: np.ndarray):
+def _accuracy(
+    weights: np.ndarray, bias: np.ndarray, vectors: np.ndarray, labels: np.ndarray
+) -> float:
     logits = (FEATURE_SCALE * vectors) @ weights.T + bias
     return float((logits.argmax(axis=1) == labels).mean())
 

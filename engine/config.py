@@ -190,11 +190,16 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], **sources: PydanticBaseSettingsSource
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # load_settings reads the file and the environment it is given; constructing the
         # class reads nothing else, so Settings() is the defaults alone.
-        return (sources["init_settings"],)
+        return (init_settings,)
 
     @property
     def source(self) -> Path:

@@ -172,12 +172,12 @@ def _local_path(value: str, base_dir: Path) -> Path | None:
     return path.resolve() if path.exists() or value.endswith((".json", ".pt", ".bin")) else None
 
 
-def _weights_fingerprint(model: torch.nn.Module) -> str:
+def _weights_fingerprint(model: open_clip.CLIP) -> str:
     """A short digest of the image tower's weights: the same weights loaded any way
     (hub, tag, local file) give the same fingerprint, and an index built with other
     weights is detected even when the configured names look alike."""
     digest = hashlib.sha256()
-    state = model.visual.state_dict()  # type: ignore[union-attr]
+    state = model.visual.state_dict()
     names = sorted(state)
     for key in names[:2] + names[-2:]:
         tensor = state[key].detach().to("cpu", torch.float32).flatten()[:65536]
@@ -275,11 +275,13 @@ class Embedder:
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        preprocess,
-        tokenizer,
+        # open_clip's CLIP or CustomTextCLIP (an nn.Module with encode_image/encode_text);
+        # open_clip has no annotations, so this is Any to mypy
+        model: open_clip.CLIP,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Callable[[list[str]], torch.Tensor],
         spec: ModelSpec,
-        device,
+        device: torch.device,
         pad_to_square: bool = False,
     ) -> None:
         self.model = model
@@ -324,8 +326,11 @@ class Embedder:
 
     def embed_image_tensors(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
         with self._lock, torch.inference_mode():
-            features = self.model.encode_image(self.model_input(pixels), normalize=True)
-        return features.float().cpu().numpy()
+            features: torch.Tensor = self.model.encode_image(
+                self.model_input(pixels), normalize=True
+            )
+        vectors: np.ndarray = features.float().cpu().numpy()
+        return vectors
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.embed_image_tensors([self.preprocess_image(im) for im in images])
@@ -333,8 +338,9 @@ class Embedder:
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         tokens = self.tokenizer(list(texts)).to(self.device)
         with self._lock, torch.inference_mode():
-            features = self.model.encode_text(tokens, normalize=True)
-        return features.float().cpu().numpy()
+            features: torch.Tensor = self.model.encode_text(tokens, normalize=True)
+        vectors: np.ndarray = features.float().cpu().numpy()
+        return vectors
 
 
 def model_identity(embedder: Embedder) -> ModelIdentity:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from usearch.compiled import exact_search
-from usearch.index import Index, MetricKind
+from usearch.compiled import MetricKind, exact_search
+from usearch.index import Index
 
 # The graph's distance for our unit-length vectors: inner product, which equals cosine
 # and needs one accumulator instead of three (1.2-1.9x the queries/s at the same recall,
@@ -23,7 +23,8 @@ I8_LEVELS = 127
 
 def to_int8(vectors: np.ndarray, scale: float) -> np.ndarray:
     # the largest component lands on 127 exactly, so rounding never leaves int8's range
-    return np.rint(np.asarray(vectors, dtype=np.float32) * scale).astype(np.int8)
+    quantised: np.ndarray = np.rint(np.asarray(vectors, dtype=np.float32) * scale)
+    return quantised.astype(np.int8)
 
 
 def graph_vectors(vectors: np.ndarray, dtype: str) -> np.ndarray:

@@ -13,6 +13,7 @@ import io
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
@@ -174,7 +175,7 @@ def _to_rgb(image: Image.Image, value_range: tuple[float, float] | None = None) 
     if image.mode in _HIGH_BIT_DEPTH:
         # High bit-depth greyscale: scale to 8 bits by the actual range, not by clipping.
         image = image.convert("F") if image.mode != "F" else image
-        low, high = value_range or image.getextrema()
+        low, high = value_range or cast(tuple[float, float], image.getextrema())  # one band
         span = (high - low) or 1.0
         image = image.point(lambda v: (v - low) * 255.0 / span).convert("L")
     if image.mode == "P":

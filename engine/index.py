@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from usearch.index import Index, MetricKind
+from usearch.compiled import MetricKind
+from usearch.index import Index
 from usearch.index import search as brute_force_search
 
 from engine.catalog import Catalog
@@ -47,9 +48,11 @@ class VectorIndex:
                     )
         try:
             self.vectors: np.ndarray = np.load(build_dir / VECTORS_FILE, mmap_mode="r")
-            self.ann = Index.restore(str(build_dir / ANN_FILE), view=True)
-            if self.ann is not None:
-                self.ann.expansion_search = expansion_search
+            ann = Index.restore(str(build_dir / ANN_FILE), view=True)
+            if ann is not None:
+                # usearch defines this setter away from its getter (after expansion_add's),
+                # so mypy sees a read-only property; it is writable at runtime
+                ann.expansion_search = expansion_search  # type: ignore[misc]  # usearch's setter
             self.catalog = Catalog(build_dir / CATALOG_FILE)
             probe_path = build_dir / PROBE_FILE
             self.category_probe: CategoryProbe | None = (
@@ -57,8 +60,9 @@ class VectorIndex:
             )
         except Exception as exc:
             raise IndexLoadError(f"Index in {build_dir} cannot be opened: {exc}") from None
-        if self.ann is None or len(self.ann) != len(self.vectors):
+        if ann is None or len(ann) != len(self.vectors):
             raise IndexLoadError(f"Index in {build_dir} is incomplete; rebuild it.")
+        self.ann: Index = ann
 
     @property
     def size(self) -> int:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,7 +29,7 @@ EMBED_DIM = 1280
 # Blocks per stage of EfficientNet-Lite0; the package numbers blocks 0..15 flat.
 STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 
-OPEN_CLIP_CONFIG = {
+OPEN_CLIP_CONFIG: dict[str, Any] = {
     "model_cfg": {
         "embed_dim": EMBED_DIM,
         "vision_cfg": {
@@ -132,10 +133,11 @@ def _open_clip_state_dict(trunk_state: dict[str, torch.Tensor]) -> dict[str, tor
 
     config = OPEN_CLIP_CONFIG["model_cfg"]
     torch.manual_seed(0)
-    model = open_clip.CLIP(**config)  # type: ignore[arg-type]
+    model = open_clip.CLIP(**config)
     trunk = {k: v for k, v in trunk_state.items() if not k.startswith("classifier.")}
-    model.visual.trunk.load_state_dict(trunk, strict=True)  # type: ignore[union-attr]
-    return model.state_dict()
+    model.visual.trunk.load_state_dict(trunk, strict=True)
+    state: dict[str, torch.Tensor] = model.state_dict()
+    return state
 
 
 def default_cache_root() -> Path:
@@ -152,7 +154,8 @@ def _is_current(folder: Path) -> bool:
         written = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return written.get("fashionbot_layout") == LAYOUT_VERSION
+    current: bool = written.get("fashionbot_layout") == LAYOUT_VERSION
+    return current
 
 
 def ensure_model_folder(cache_root: Path | None = None) -> Path:

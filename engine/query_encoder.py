@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.nd
     image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None]
     text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
     if image_slots:
-        vectors = embedder.embed_image_tensors([jobs[i].pixels for i in image_slots])
+        pixels = cast(list[torch.Tensor], [jobs[i].pixels for i in image_slots])  # not None
+        vectors = embedder.embed_image_tensors(pixels)
         for slot, vector in zip(image_slots, vectors, strict=True):
             out[slot] = vector
     if text_slots:

@@ -7,17 +7,18 @@ import base64
 import html
 import io
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from engine.evaluation.runner import Outcome, Run
 
 
-def table(summary: dict[str, object]) -> str:
+def table(summary: dict[str, Any]) -> str:
     overall = summary["overall"]
     assert isinstance(overall, dict)
     columns = [c for c in overall if overall[c] is not None]
-    rows = [("overall", overall), *summary["by_category"].items()]  # type: ignore[union-attr]
+    rows = [("overall", overall), *summary["by_category"].items()]
     width = max(len(str(name)) for name, _ in rows)
     lines = [" ".join([f"{'':<{width}}", *(f"{c:>14}" for c in columns)])]
     for name, row in rows:
@@ -40,7 +41,7 @@ def table(summary: dict[str, object]) -> str:
 
 def _thumbnail(data: bytes | None, path: str | None = None, side: int = 112) -> str:
     try:
-        image = Image.open(io.BytesIO(data) if data is not None else Path(path or ""))
+        image: Image.Image = Image.open(io.BytesIO(data) if data is not None else Path(path or ""))
         image = image.convert("RGB")
         image.thumbnail((side, side))
         out = io.BytesIO()

@@ -11,6 +11,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class LocalEmbedding:
         settings: Settings,
         reuse: Callable[[str], np.ndarray | None],
         fetcher: ImageFetcher,
-        progress: tqdm,
+        progress: tqdm[Any],
     ) -> None:
         self._embedder = embedder
         self._limits = settings.images

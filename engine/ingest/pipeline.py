@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from tqdm import tqdm
@@ -131,7 +132,7 @@ async def _embed_here(
     settings: Settings,
     reuse: _PreviousBuild,
     sources: _Sources,
-    progress: tqdm,
+    progress: tqdm[Any],
 ) -> str:
     async with ImageFetcher(sources.base_dir, sources.cache_dir, sources.fetch) as fetcher:
         await LocalEmbedding(embedder, settings, reuse.vector, fetcher, progress).run(images)
@@ -145,7 +146,7 @@ def _embed_on_ray(
     reuse: _PreviousBuild,
     sources: _Sources,
     address: str | None,
-    progress: tqdm,
+    progress: tqdm[Any],
 ) -> str:
     """The same stages on a Ray cluster; only the results come back here."""
     build = settings.build
@@ -207,7 +208,7 @@ class _Built:
                     len(self.rows), product.product_id, image.source, image.local_path, image.digest
                 )
             )
-            self.rows.append(image.vector)
+            self.rows.append(cast(np.ndarray, image.vector))  # usable: it has a vector
 
 
 def _assemble(feed: Feed, images: list[FeedImage]) -> _Built:
