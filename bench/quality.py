@@ -194,7 +194,9 @@ def report(args, products: int, runs: dict[str, Run], own: dict, model_line: str
     lines += [
         "",
         "Latency: one query at a time through `Engine.search` (decode, model, ranking, catalog),",
-        "every configuration answering each query in turn, so the ratios are side by side.",
+        "every configuration answering each query in turn, so the ratios are side by side; on",
+        "this shared 2-core machine differences of a few ms are within the noise (the probe's",
+        "own work is a 10 x 1280 product and catalog lookups for 30 products).",
         "",
         "## What each setting does, and the decision",
         "",
