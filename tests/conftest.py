@@ -16,8 +16,9 @@ from bot.settings import BotSettings, load_bot_settings
 from engine.config import DEFAULT_CONFIG_PATH, Settings
 from engine.devmodel import write_tiny_model
 from engine.embedder import Embedder, load_embedder
-from tests.fakes.demo import DEMO_CATALOG
-from tests.fakes.demo import DEMO_IMAGES as DEMO_IMAGES  # tests import it from here too
+from tests.fakes.demo import DEMO_CATALOG as DEMO_CATALOG  # tests import it from here too
+from tests.fakes.demo import DEMO_IMAGES as DEMO_IMAGES
+from tests.fakes.demo import index_demo_catalog
 
 # The real imagenet-lite0 model's session fixtures, for tests where meaning matters.
 pytest_plugins = ["tests.real_model"]
@@ -53,14 +54,8 @@ def embedder(tiny_model_files: tuple[Path, Path], tmp_path_factory) -> Embedder:
 
 @pytest.fixture(scope="session")
 def demo_index_dir(tiny_model_files, embedder, tmp_path_factory) -> Path:
-    import asyncio
-
-    from engine.ingest.pipeline import build_index
-
     index_dir = tmp_path_factory.mktemp("demo-index")
-    settings = make_settings(tiny_model_files, index_dir)
-    asyncio.run(build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False))
-    return index_dir
+    return index_demo_catalog(make_settings(tiny_model_files, index_dir), index_dir, embedder)
 
 
 @pytest.fixture

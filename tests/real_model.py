@@ -4,7 +4,6 @@ installed package into a temporary model cache), with the demo catalog indexed o
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from bot.settings import BotSettings
 from engine.config import DEFAULT_CONFIG_PATH
 from engine.embedder import Embedder, load_embedder
-from tests.conftest import DEMO_CATALOG
+from tests.fakes.demo import index_demo_catalog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHOPPER_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "shopper"
@@ -43,9 +42,5 @@ def lite0_embedder(lite0_cache: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def lite0_index(lite0_cache, lite0_embedder, tmp_path_factory) -> Path:
-    from engine.ingest.pipeline import build_index
-
     index_dir = tmp_path_factory.mktemp("lite0-index")
-    settings = lite0_settings(lite0_cache, index_dir)
-    asyncio.run(build_index(settings, DEMO_CATALOG, index_dir, lite0_embedder, show_progress=False))
-    return index_dir
+    return index_demo_catalog(lite0_settings(lite0_cache, index_dir), index_dir, lite0_embedder)

@@ -3,8 +3,12 @@ and feeds written from them (with unreadable rows mixed in where a test needs sk
 
 from __future__ import annotations
 
+import asyncio
 import csv
 from pathlib import Path
+
+from engine.config import Settings
+from engine.embedder import Embedder
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 DEMO_CATALOG = DEMO_DIR / "catalog.csv"
@@ -17,6 +21,14 @@ def category_of_title() -> dict[str, str]:
     """Each demo product's category by its title (what an album caption shows)."""
     with DEMO_CATALOG.open(newline="") as handle:
         return {row["title"]: row["category"] for row in csv.DictReader(handle)}
+
+
+def index_demo_catalog(settings: Settings, index_dir: Path, embedder: Embedder) -> Path:
+    """The demo catalog built and published into `index_dir` with `embedder`."""
+    from engine.ingest.pipeline import build_index
+
+    asyncio.run(build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False))
+    return index_dir
 
 
 def photo(name: str = "dress-1.jpg") -> bytes:
