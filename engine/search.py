@@ -10,9 +10,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from engine.batcher import MicroBatcher
 from engine.category import neighbour_votes, predict_category
 from engine.config import Settings
 from engine.embedder import Embedder, load_embedder
+from engine.garment_search import GarmentSearch, garment_queries
+from engine.garments import Garment
 from engine.index import (
     IndexLoadError,
     ModelIdentity,
@@ -34,12 +37,16 @@ from engine.ranking import RankingParams, rank
 from engine.types import Filters, Hit, SearchPage, TextSearchUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class _ModelJob:
     pixels: torch.Tensor | None = None
     text: str | None = None
+    # Images that share one forward pass whatever else is queued (the garments of one
+    # photo); their vectors come back as one matrix.
+    together: tuple[torch.Tensor, ...] = ()
 
 
 def model_identity(embedder: Embedder) -> ModelIdentity:
@@ -64,12 +71,17 @@ def open_configured_index(settings: Settings, identity: ModelIdentity) -> Vector
 def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
     """One forward pass for the images of a batch, one for its texts."""
     out: list[np.ndarray | None] = [None] * len(jobs)
-    image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None]
+    image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None or job.together]
     text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
     if image_slots:
-        vectors = embedder.embed_image_tensors([jobs[i].pixels for i in image_slots])
-        for slot, vector in zip(image_slots, vectors, strict=True):
-            out[slot] = vector
+        counts = [len(jobs[i].together) or 1 for i in image_slots]
+        vectors = embedder.embed_image_tensors(
+            [t for i in image_slots for t in (jobs[i].together or (jobs[i].pixels,))]
+        )
+        starts = np.cumsum([0, *counts])
+        for slot, start, count in zip(image_slots, starts, counts, strict=False):
+            block = vectors[start : start + count]
+            out[slot] = block if jobs[slot].together else block[0]
     if text_slots:
         vectors = embedder.embed_texts([jobs[i].text or "" for i in text_slots])
         for slot, vector in zip(text_slots, vectors, strict=True):
@@ -111,6 +123,7 @@ class Engine:
         self._category_vectors: dict[tuple[str, ...], np.ndarray] = {}
         store_path = settings.resolve_path(search.query_store) if search.query_store else None
         self.queries = QueryStore(store_path)
+        self.garments = GarmentSearch(settings.garments, settings.images)
 
     @classmethod
     def open(cls, settings: Settings) -> Engine:
@@ -131,6 +144,54 @@ class Engine:
 
     def categories(self) -> list[str]:
         return self._index.catalog.categories()
+
+    async def run_cpu(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the engine's CPU pool (decoding, the garment finder)."""
+        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, function, *args)
+
+    async def embed_pixels(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
+        """Preprocessed images embedded in one forward pass (one row each)."""
+        return await self.batcher.submit_async(_ModelJob(together=tuple(pixels)))
+
+    async def find_garments(self, image: bytes) -> list[Garment]:
+        """The garments in a photo, most confident first; one whole-photo garment when
+        it shows no person wearing something. Raises ImageError for unusable photos."""
+        decoded = await self.run_cpu(self.garments.decode, image)
+        return await self.run_cpu(self.garments.find, decoded)
+
+    async def search_garments(
+        self, image: bytes, k: int | None = None, filters: Filters | None = None
+    ) -> list[tuple[Garment, SearchPage]]:
+        """Each garment of the photo with its first page of results (one finder pass,
+        one forward pass for all garments). Page on with each page's `query_key`."""
+        results = []
+        for query in await garment_queries(self, image):
+            key = await self.run_cpu(self.queries.put, query.vector)
+            self.garments.remember(key, query.category)
+            results.append((query.garment, await self.search(query_key=key, k=k, filters=filters)))
+        return results
+
+    async def _garment_query_key(self, image: bytes, garment: Garment | int, text: str | None):
+        """The query key of one garment's search (its crop, refined by `text` when the
+        model reads text)."""
+        (query,) = await garment_queries(self, image, garment)
+        vector = query.vector
+        if text and self.embedder.text_search:
+            text_vector = await self.batcher.submit_async(_ModelJob(text=text))
+            vector = _normalise(vector + self.settings.search.text_weight * text_vector)
+        key = await self.run_cpu(self.queries.put, vector.astype(np.float16).astype(np.float32))
+        self.garments.remember(key, query.category)
+        return key
+
+    async def _category_first(
+        self, query_key: str, query: np.ndarray, filters: Filters | None
+    ) -> str | None:
+        """The category to put first, the same for every page of a query: a garment's
+        (remembered with its key), else the zero-shot guess when gating is on."""
+        garment_category = self.garments.category_of_key(query_key)
+        if garment_category or not self._gating or (filters and filters.category):
+            return garment_category
+        return await self.guess_category(query)
 
     def _model_views(self, data: bytes) -> list[torch.Tensor]:
         """The photo's pixels for the model (and its mirror image with flip_augment)."""
@@ -261,11 +322,13 @@ class Engine:
         offset: int = 0,
         diversity: float | None = None,
         query_key: str | None = None,
+        garment: Garment | int | None = None,
     ) -> SearchPage:
         """Products most similar to a photo (or several: `images`) and/or a text. Raises
         ImageError for unusable photos and EngineBusy when the model queue is full.
         `query_key` (from an earlier page) repeats that search without its inputs, or
-        raises QueryExpired."""
+        raises QueryExpired. `garment` (from `find_garments`, or its position) searches
+        that garment of `image`, its category first."""
         search = self.settings.search
         k = max(1, min(k or search.default_k, search.max_k))
         offset = max(0, offset)
@@ -273,6 +336,8 @@ class Engine:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        if garment is not None and image is not None and not query_key:
+            query_key = await self._garment_query_key(image, garment, text)
         if query_key:
             query = await loop.run_in_executor(self._cpu_pool, self.queries.get, query_key)
         else:
@@ -281,9 +346,7 @@ class Engine:
             query = (await self.embed_query(photos, text)).astype(np.float16).astype(np.float32)
             query_key = await loop.run_in_executor(self._cpu_pool, self.queries.put, query)
         timings["embed_ms"] = (time.perf_counter() - started) * 1000
-        zero_shot = None
-        if self._gating and not (filters and filters.category):  # same for every page
-            zero_shot = await self.guess_category(query)
+        zero_shot = await self._category_first(query_key, query, filters)
         ranked_at = time.perf_counter()
         hits, category_first = await loop.run_in_executor(
             self._cpu_pool,
