@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import time
 import zlib
@@ -114,20 +115,30 @@ def _extract(trunk: nn.Module, image: Image.Image) -> list[np.ndarray]:
         return [f[0].half().numpy() for f in trunk(finder.photo_tensor(image))]
 
 
+@functools.cache
+def shared_trunk() -> nn.Module:
+    """Loaded once, and only when some photo's features are not cached yet."""
+    return finder.load_trunk()
+
+
+def cache_folder(cache: Path, kind: str) -> Path:
+    """Per input size: features of another size are another cache."""
+    folder = cache / f"{kind}-{finder.INPUT_LONG_SIDE}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def cached_samples(dataset: Path, cache: Path, photo_ids: list[str]) -> list[Sample]:
     """Trunk features and cell targets per photo."""
-    folder = cache / f"lite0-{finder.INPUT_LONG_SIDE}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_folder(cache, "lite0")
     lookup = label_lookup(dataset)
-    trunk: nn.Module | None = None
     samples = []
     for photo_id in photo_ids:
         path = folder / f"{photo_id}.npz"
         if not path.exists():
-            trunk = trunk or finder.load_trunk()
             image = Image.open(dataset / "photos" / f"{photo_id}.jpg").convert("RGB")
             mask = Image.open(dataset / "masks" / f"{photo_id}.png")
-            features = _extract(trunk, image)
+            features = _extract(shared_trunk(), image)
             targets = cell_targets(mask, finder.input_size(*image.size), lookup)
             partial = path.with_suffix(".partial.npz")  # a killed run leaves no half file
             np.savez(partial, *features, targets=targets, size=np.array(image.size))
@@ -221,17 +232,17 @@ def product_photos(folder: Path, count: int) -> list[Path]:
 
 def cached_pooled(trunk_cache: Path, photos: list[Path]) -> np.ndarray:
     """The look gate's input for product photos, one row each (cached per photo)."""
-    folder = trunk_cache / f"pooled-{finder.INPUT_LONG_SIDE}"
-    folder.mkdir(parents=True, exist_ok=True)
-    trunk: nn.Module | None = None
+    folder = cache_folder(trunk_cache, "pooled")
     rows = []
     for photo in photos:
         path = folder / f"{photo.parent.parent.name}-{photo.parent.name}-{photo.stem}.npy"
         if not path.exists():
-            trunk = trunk or finder.load_trunk()
             with torch.inference_mode():
-                features = trunk(finder.photo_tensor(Image.open(photo).convert("RGB")))
-                np.save(path, finder.pooled(features)[0].numpy())
+                pixels = finder.photo_tensor(Image.open(photo).convert("RGB"))
+                features = shared_trunk()(pixels)
+                partial = path.with_suffix(".partial.npy")
+                np.save(partial, finder.pooled(features)[0].numpy())
+                partial.replace(path)
         rows.append(np.load(path))
     return np.stack(rows)
 
@@ -402,7 +413,7 @@ def write_doc(path: Path, figures: dict, timing: dict, settings: dict) -> None:
         f"machine): median **{timing['median_ms']:.1f} ms**, p90 {timing['p90_ms']:.1f} ms.",
         f"Look gate: {gate['street_look_rate']:.3f} of the validation street photos are "
         f"looks, {gate['product_look_rate']:.3f} of clothing-small's {gate['product_photos']} "
-        "validation photos (single products, many on a person; never trained on) are; the "
+        "validation photos (single products; never trained on) are; the "
         "others are searched whole.",
         f"Training: {settings['epochs']} epochs, head width {settings['hidden']}, "
         f"{settings['train_seconds']:.0f} s on CPU (features cached).",

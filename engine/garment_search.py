@@ -8,9 +8,11 @@ exactly as a plain photo search is, so single-product photos see no change.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
@@ -62,6 +64,17 @@ class GarmentSearch:
         self.finder = GarmentFinder(params=params)
         self._key_categories: OrderedDict[str, str] = OrderedDict()
         self._keys_lock = threading.Lock()
+        # The finder's passes on one thread of their own: it holds a lock anyway, and the
+        # engine's CPU pool stays free for decoding the next shoppers' photos.
+        self._finder_thread = ThreadPoolExecutor(1, thread_name_prefix="garment-finder")
+
+    async def find_async(self, image: Image.Image) -> list[Garment]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._finder_thread, self.find, image
+        )
+
+    def close(self) -> None:
+        self._finder_thread.shutdown(wait=False, cancel_futures=True)
 
     def decode(self, data: bytes) -> Image.Image:
         """Raises ImageError like a plain search would."""
@@ -149,7 +162,7 @@ async def garment_queries(
     if isinstance(wanted, Garment):
         garments = [wanted]
     else:
-        garments = await engine.run_cpu(search.find, image)
+        garments = await search.find_async(image)
         if wanted is not None:
             garments = [pick_garment(garments, wanted, image.size)]
     if all(g.whole_photo for g in garments):

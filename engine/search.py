@@ -157,7 +157,7 @@ class Engine:
         """The garments in a photo, most confident first; one whole-photo garment when
         it shows no person wearing something. Raises ImageError for unusable photos."""
         decoded = await self.run_cpu(self.garments.decode, image)
-        return await self.run_cpu(self.garments.find, decoded)
+        return await self.garments.find_async(decoded)
 
     async def search_garments(
         self, image: bytes, k: int | None = None, filters: Filters | None = None
@@ -401,4 +401,5 @@ class Engine:
     def close(self) -> None:
         self.batcher.close()
         self.queries.close()
+        self.garments.close()
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
