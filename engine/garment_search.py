@@ -22,8 +22,9 @@ from PIL import Image
 
 from engine.config import GarmentSettings, ImageSettings
 from engine.embedder import Embedder, ImagePreprocessor
-from engine.garments import FinderParams, Garment, GarmentFinder, whole_photo
+from engine.garments import FinderParams, GarmentFinder
 from engine.images import decode_image
+from engine.types import Garment, whole_photo
 
 # Garment crops need more pixels than one whole-photo view: a shoe is a tenth of the
 # photo. JPEGs still decode at reduced scale down to this short side (cheap for 40 MP).

@@ -28,6 +28,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from engine.types import Garment, whole_photo
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "garments.pt"
@@ -39,44 +41,11 @@ CELL_STRIDE = 8
 # near 20 ms on two cores while a shoe still spans a few stride-8 cells.
 INPUT_LONG_SIDE = 320
 INPUT_MULTIPLE = 32  # the trunk's largest stride
-WHOLE_PHOTO = "photo"  # the category of the whole-photo fallback: no garment in particular
 PERSON = "person"
 # clothing-small's ten categories plus bags (catalogs sell them; street photos show them).
 GARMENT_CLASSES: tuple[str, ...] = ("bag", "dress", "hat", "longsleeve", "outwear", "pants")
 GARMENT_CLASSES += ("shirt", "shoes", "shorts", "skirt", "t-shirt")
 CLASSES = ("background", PERSON, *GARMENT_CLASSES)
-
-
-@dataclass(frozen=True)
-class Garment:
-    """One garment in a photo. `box` is (x0, y0, x1, y1) in pixels of the upright photo
-    (after EXIF rotation), x1/y1 exclusive. The whole-photo fallback has category "photo"."""
-
-    category: str
-    box: tuple[int, int, int, int]
-    confidence: float
-    whole_photo: bool = False
-
-    @property
-    def area(self) -> int:
-        x0, y0, x1, y1 = self.box
-        return max(0, x1 - x0) * max(0, y1 - y0)
-
-    def crop_box(self, width: int, height: int, margin: float) -> tuple[int, int, int, int]:
-        """The box grown by `margin` of its size on every side (context helps the
-        embedder: a shoe's outline, a collar), clipped to the photo."""
-        x0, y0, x1, y1 = self.box
-        grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
-        return (
-            max(0, int(x0 - grow_x)),
-            max(0, int(y0 - grow_y)),
-            min(width, int(np.ceil(x1 + grow_x))),
-            min(height, int(np.ceil(y1 + grow_y))),
-        )
-
-
-def whole_photo(width: int, height: int) -> Garment:
-    return Garment(WHOLE_PHOTO, (0, 0, max(1, width), max(1, height)), 1.0, whole_photo=True)
 
 
 def pooled(features: list[torch.Tensor]) -> torch.Tensor:

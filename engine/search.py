@@ -24,7 +24,6 @@ from engine.category import neighbour_votes, predict_category
 from engine.config import Settings
 from engine.embedder import Embedder, load_embedder
 from engine.garment_search import GarmentSearch, garment_queries
-from engine.garments import Garment
 from engine.index import (
     IndexLoadError,
     ModelIdentity,
@@ -34,7 +33,7 @@ from engine.index import (
 )
 from engine.query_store import QueryStore
 from engine.ranking import RankingParams, rank
-from engine.types import Filters, Hit, SearchPage, TextSearchUnavailable
+from engine.types import Filters, Garment, Hit, SearchPage, TextSearchUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.garments import Garment
+from engine.types import Garment
 
 MATCH_IOU = 0.3
 

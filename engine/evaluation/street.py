@@ -20,10 +20,9 @@ import numpy as np
 from engine.evaluation.garments import Box, match_garment
 from engine.evaluation.metrics import Ranked, category_precision, reciprocal_rank
 from engine.evaluation.queries import QuerySetError
-from engine.garments import Garment
 from engine.images import ImageError
 from engine.search import Engine
-from engine.types import Hit
+from engine.types import Garment, Hit
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 BoxSource = Literal["found", "whole", "true"]
