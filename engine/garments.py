@@ -10,8 +10,10 @@ background, person (skin, hair), or a garment. Each garment class's cells become
 the union of its sizeable connected parts, so both shoes make one "shoes" box, as in the
 data's own boxes. Only the head (< 1 MB) ships in the repository (engine/weights/).
 
-Photos without a person (a flat lay, a shoe on a floor) or without any garment give one
-garment covering the whole photo, so single-product photos search exactly as before.
+A look gate on the same features (street photos against product photos) decides first
+whether the photo is a look at all: product photos (a flat lay, a shoe on a floor) and
+looks without any garment found give one garment covering the whole photo, so
+single-product photos search exactly as before.
 Nothing here raises for a bad photo: the fallback is always the whole photo.
 """
 
