@@ -7,6 +7,7 @@ CATALOG ?= data/demo/catalog.csv
 STAMP := $(VENV)/.installed
 
 .PHONY: run run-offline test lint typecheck format index clean reliability audit quality bench bench-quick
+.PHONY: train-garments
 
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU build of torch
 # (a few hundred MB instead of the CUDA build's gigabytes); the Dockerfile does the same.
@@ -51,6 +52,11 @@ reliability: $(STAMP)
 # docs/quality.md: clothing-small train/ as the catalog, validation/ as queries.
 quality: $(STAMP)
 	$(PY) -m bench.quality
+
+# The garment finder's head (engine/weights/garments.pt) from ../shared/datasets/street-ccp;
+# prints its validation figures and writes them to docs/garments.md. A few minutes on CPU.
+train-garments: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m bench.train_garments $(GARMENTS_ARGS)
 
 # Known-vulnerability audit of the installed packages (needs access to a vulnerability DB).
 audit: $(STAMP)

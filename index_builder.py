@@ -6,6 +6,7 @@
     python index_builder.py info [--index DIR]
     python index_builder.py eval [QUERIES] [--index DIR] [--self N] [--k 1,5,10] [--json]
                                  [--report FILE] [--compare CONFIG_A CONFIG_B]
+    python index_builder.py eval ITEMS.csv [--index DIR] [--boxes found|whole|true] [--json]
 
 Exit codes: 0 ok, 1 build failed, 2 bad input (unusable photo, bad config, missing index).
 """
@@ -166,6 +167,37 @@ def _evaluate(settings: Settings, args: argparse.Namespace, ks: list[int], query
         engine.close()
 
 
+def _is_street_csv(queries: str | None) -> bool:
+    from engine.evaluation.street import is_street_csv
+
+    path = Path(queries or "")
+    return path.suffix.lower() == ".csv" and path.is_file() and is_street_csv(path)
+
+
+def cmd_eval_street(args: argparse.Namespace, ks: list[int]) -> int:
+    """Street photos with their garments (photo,category[,x0,y0,x1,y1])."""
+    from engine.evaluation.street import (
+        read_street_items,
+        run_street,
+        street_table,
+        summarise_street,
+    )
+    from engine.search import Engine
+
+    settings = _settings(args).with_overrides(
+        search={"max_k": max(ks), "default_k": max(ks), "query_store": ""}
+    )
+    photos = read_street_items(Path(args.queries))
+    engine = Engine.open(settings)
+    try:
+        outcomes, unusable = asyncio.run(run_street(engine, photos, max(ks), args.boxes))
+    finally:
+        engine.close()
+    summary = summarise_street(outcomes, unusable, ks)
+    print(json.dumps(summary, indent=2) if args.json else street_table(summary, ks))
+    return EXIT_OK
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from engine.evaluation.metrics import paired_bootstrap
     from engine.evaluation.report import table, write_report
@@ -175,6 +207,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("error: give QUERIES (a folder or a CSV) or --self N", file=sys.stderr)
         return EXIT_BAD_INPUT
     ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
+    if not args.self_count and not args.compare and _is_street_csv(args.queries):
+        return cmd_eval_street(args, ks)
     if args.compare:
         first, second = (_settings_from(path, args) for path in args.compare)
         run_a, query_set = _evaluate(first, args, ks)
@@ -236,6 +270,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_street_arguments(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--boxes",
+        choices=("found", "whole", "true"),
+        default="found",
+        help="street photos (a CSV of photo,category[,x0,y0,x1,y1]): search the found "
+        "garments (default), the whole photos, or each row's own box (for comparison)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="index_builder.py", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="config file (default: $FASHIONBOT_CONFIG or config.toml)")
@@ -270,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="measure retrieval quality on query photos")
     evaluate.add_argument(
-        "queries", nargs="?", help="folder of <category>/<photo>, or a CSV of photo,product_id"
+        "queries", nargs="?", help="folder of <category>/<photo>, or a CSV (see README)"
     )
     evaluate.add_argument("--index", help="index directory (default: index.dir)")
     evaluate.add_argument(
@@ -290,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run two configurations (each with its own index) on the same queries",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed for --self")
+    _add_street_arguments(evaluate)
     evaluate.set_defaults(run=cmd_eval)
 
     info = commands.add_parser("info", help="print the served index's manifest")

@@ -161,6 +161,49 @@ class BuildSettings(Section):
     ray_decode_workers: NonNegativeInt = 0
 
 
+# Catalog category names that mean a garment finder class (engine/garments.py), compared
+# lower-case; names equal after this mapping are the same category.
+DEFAULT_GARMENT_SYNONYMS = {
+    "jeans": "pants",
+    "trousers": "pants",
+    "leggings": "pants",
+    "sneakers": "shoes",
+    "boots": "shoes",
+    "heels": "shoes",
+    "sandals": "shoes",
+    "handbag": "bag",
+    "handbags": "bag",
+    "bags": "bag",
+    "purse": "bag",
+    "jacket": "outwear",
+    "coat": "outwear",
+    "outerwear": "outwear",
+    "sweater": "longsleeve",
+    "hoodie": "longsleeve",
+    "tshirt": "t-shirt",
+    "tee": "t-shirt",
+    "blouse": "shirt",
+    "cap": "hat",
+}
+
+
+class GarmentSettings(Section):
+    """Finding the garments in a street photo and searching each (engine/garments.py)."""
+
+    enabled: bool = True
+    # Each side of a garment's box grows by this share of its size before cropping.
+    margin: NonNegativeFloat = 0.1
+    # Put the products of the garment's category first (when the catalog has it).
+    prefer_category: bool = True
+    # "pad": the crop padded to a square on white (like a product shot); "crop": the
+    # model's own centre crop (cuts the ends off tall garments).
+    crop_preprocess: Literal["crop", "pad"] = "pad"
+    max_garments: PositiveInt = 6
+    min_confidence: UnitInterval = 0.3
+    min_area: UnitInterval = 0.006
+    synonyms: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GARMENT_SYNONYMS))
+
+
 class CatalogSettings(Section):
     # canonical column -> the feed's column name
     columns: dict[str, str] = Field(default_factory=dict)
@@ -184,6 +227,7 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     build: BuildSettings = BuildSettings()
     catalog: CatalogSettings = CatalogSettings()
+    garments: GarmentSettings = GarmentSettings()
     # The file the settings came from; relative paths in it resolve against its folder.
     # Private, so that no file key or environment variable can set it.
     _source: Path = PrivateAttr(default=DEFAULT_CONFIG_PATH)

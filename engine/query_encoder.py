@@ -25,18 +25,28 @@ from engine.types import TextSearchUnavailable
 class _ModelJob:
     pixels: torch.Tensor | None = None
     text: str | None = None
+    # Images that share one forward pass whatever else is queued (the garments of one
+    # photo); their vectors come back as one matrix.
+    together: tuple[torch.Tensor, ...] = ()
 
 
 def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
     """One forward pass for the images of a batch, one for its texts."""
     out: list[np.ndarray | None] = [None] * len(jobs)
-    image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None]
+    image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None or job.together]
     text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
     if image_slots:
-        pixels = cast(list[torch.Tensor], [jobs[i].pixels for i in image_slots])  # not None
+        counts = [len(jobs[i].together) or 1 for i in image_slots]
+        pixels = [
+            t
+            for i in image_slots
+            for t in (jobs[i].together or (cast(torch.Tensor, jobs[i].pixels),))  # not None
+        ]
         vectors = embedder.embed_image_tensors(pixels)
-        for slot, vector in zip(image_slots, vectors, strict=True):
-            out[slot] = vector
+        starts = np.cumsum([0, *counts])
+        for slot, start, count in zip(image_slots, starts, counts, strict=False):
+            block = vectors[start : start + count]
+            out[slot] = block if jobs[slot].together else block[0]
     if text_slots:
         vectors = embedder.embed_texts([jobs[i].text or "" for i in text_slots])
         for slot, vector in zip(text_slots, vectors, strict=True):
@@ -120,6 +130,10 @@ class QueryEncoder:
             views = await loop.run_in_executor(self._cpu_pool, self._model_views, data)
             # queued now (not when awaited), before this photo stops counting as on its way
             return [asyncio.wrap_future(self.batcher.submit(_ModelJob(pixels=v))) for v in views]
+
+    async def embed_pixels(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
+        """Preprocessed images embedded in one forward pass (one row each)."""
+        return await self.batcher.submit_async(_ModelJob(together=tuple(pixels)))
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         vectors = await asyncio.gather(

@@ -9,24 +9,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from engine.category import combined_shares, neighbour_votes
 from engine.config import SearchSettings, Settings
 from engine.embedder import Embedder, load_embedder, model_identity
+from engine.garment_search import GarmentSearch, garment_queries
 from engine.index import VectorIndex
 from engine.query_encoder import QueryEncoder
 from engine.query_store import QueryStore
 from engine.ranking import RankedImage, RankingParams, Reorder, rank
 from engine.serving import ServedIndex, open_configured_index
-from engine.types import Filters, Hit, SearchPage
+from engine.types import Filters, Garment, Hit, SearchPage
 from engine.zero_shot import ZeroShotCategories
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _page_window(search: SearchSettings, k: int | None, offset: int) -> tuple[int, int, int]:
@@ -45,6 +49,7 @@ class Engine:
         self._cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-cpu")
         search = settings.search
         self.encoder = QueryEncoder(embedder, settings, self._cpu_pool)
+        self.garments = GarmentSearch(settings.garments, settings.images)
         self.batcher = self.encoder.batcher
         self._ranking = RankingParams.from_settings(search)
         self.warm = False
@@ -74,6 +79,57 @@ class Engine:
 
     def categories(self) -> list[str]:
         return self.index.catalog.categories()
+
+    async def run_cpu(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the engine's CPU pool (decoding, the garment finder)."""
+        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, function, *args)
+
+    async def embed_pixels(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
+        """Preprocessed images embedded in one forward pass (one row each)."""
+        return await self.encoder.embed_pixels(pixels)
+
+    async def find_garments(self, image: bytes) -> list[Garment]:
+        """The garments in a photo, most confident first; one whole-photo garment when
+        it shows no person wearing something. Raises ImageError for unusable photos."""
+        decoded = await self.run_cpu(self.garments.decode, image)
+        return await self.garments.find_async(decoded)
+
+    async def search_garments(
+        self, image: bytes, k: int | None = None, filters: Filters | None = None
+    ) -> list[tuple[Garment, SearchPage]]:
+        """Each garment of the photo with its first page of results (one finder pass,
+        one forward pass for all garments). Page on with each page's `query_key`."""
+        results = []
+        for query in await garment_queries(self, image):
+            key = await self.run_cpu(self.queries.put, query.vector)
+            self.garments.remember(key, query.category)
+            results.append((query.garment, await self.search(query_key=key, k=k, filters=filters)))
+        return results
+
+    async def _garment_query_key(
+        self, image: bytes, garment: Garment | int, text: str | None
+    ) -> str:
+        """The query key of one garment's search (its crop, refined by `text` when the
+        model reads text)."""
+        (query,) = await garment_queries(self, image, garment)
+        vector = query.vector
+        if text and self.embedder.text_search:
+            (text_vector,) = await self.encoder.embed_texts([text])
+            vector = vector + self.settings.search.text_weight * text_vector
+            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        key = await self.run_cpu(self.queries.put, vector.astype(np.float16).astype(np.float32))
+        self.garments.remember(key, query.category)
+        return key
+
+    async def _category_first(
+        self, query_key: str, query: np.ndarray, filters: Filters
+    ) -> str | None:
+        """The category to put first, the same for every page of a query: a garment's
+        (remembered with its key), else the zero-shot guess when gating is on."""
+        garment_category = self.garments.category_of_key(query_key)
+        if garment_category or not self._gating or filters.category:
+            return garment_category
+        return await self.guess_category(query)
 
     async def embed_query(self, images: Sequence[bytes], text: str | None) -> np.ndarray:
         """The query vector for photos (several are averaged: an album is one look), a
@@ -192,21 +248,25 @@ class Engine:
         offset: int = 0,
         diversity: float | None = None,
         query_key: str | None = None,
+        garment: Garment | int | None = None,
     ) -> SearchPage:
         """Products most similar to a photo (or several: `images`) and/or a text. Raises
         ImageError for unusable photos and EngineBusy when the model queue is full.
         `query_key` (from an earlier page) repeats that search without its inputs, or
-        raises QueryExpired."""
+        raises QueryExpired. `garment` (from `find_garments`, or its position) searches
+        that garment of `image`, its category first."""
         search = self.settings.search
         k, offset, end = _page_window(search, k, offset)
         if offset >= end:  # past search.max_results: nothing to rank, however deep the ask
             return SearchPage([], offset, False, {"total_ms": 0.0}, query_key or "")
         started = time.perf_counter()
+        if garment is not None and image is not None and not query_key:
+            query_key = await self._garment_query_key(image, garment, text)
         photos = [image, *images] if image is not None else list(images)
         query, query_key = await self._query(photos, text, query_key)
         embedded = time.perf_counter()
         wanted = min(end + 1, search.max_results)
-        hits, favoured = await self._rank(query, filters or Filters(), wanted, diversity)
+        hits, favoured = await self._rank(query, query_key, filters or Filters(), wanted, diversity)
         finished = time.perf_counter()
         timings = {
             "embed_ms": (embedded - started) * 1000,
@@ -224,14 +284,17 @@ class Engine:
         )
 
     async def _rank(
-        self, query: np.ndarray, filters: Filters, wanted: int, diversity: float | None
+        self,
+        query: np.ndarray,
+        query_key: str,
+        filters: Filters,
+        wanted: int,
+        diversity: float | None,
     ) -> tuple[list[Hit], str | None]:
         """The first `wanted` hits (off the event loop), and the category favoured."""
         search = self.settings.search
         diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
-        zero_shot = None
-        if self._gating and not filters.category:  # the same for every page of a query
-            zero_shot = await self.guess_category(query)
+        zero_shot = await self._category_first(query_key, query, filters)
         return await asyncio.get_running_loop().run_in_executor(
             self._cpu_pool, self._rank_and_join, query, filters, wanted, diversity, zero_shot
         )
@@ -259,5 +322,6 @@ class Engine:
 
     def close(self) -> None:
         self.encoder.close()
+        self.garments.close()
         self.queries.close()
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,3 +83,38 @@ class SearchPage:
     category_first: str | None = None
     # A caption that could not refine the search (the model reads no text).
     text_ignored: bool = False
+
+
+WHOLE_PHOTO = "photo"  # the category of the whole-photo fallback: no garment in particular
+
+
+@dataclass(frozen=True)
+class Garment:
+    """One garment in a photo. `box` is (x0, y0, x1, y1) in pixels of the upright photo
+    (after EXIF rotation), x1/y1 exclusive. The whole-photo fallback has category "photo"."""
+
+    category: str
+    box: tuple[int, int, int, int]
+    confidence: float
+    whole_photo: bool = False
+
+    @property
+    def area(self) -> int:
+        x0, y0, x1, y1 = self.box
+        return max(0, x1 - x0) * max(0, y1 - y0)
+
+    def crop_box(self, width: int, height: int, margin: float) -> tuple[int, int, int, int]:
+        """The box grown by `margin` of its size on every side (context helps the
+        embedder: a shoe's outline, a collar), clipped to the photo."""
+        x0, y0, x1, y1 = self.box
+        grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
+        return (
+            max(0, int(x0 - grow_x)),
+            max(0, int(y0 - grow_y)),
+            min(width, math.ceil(x1 + grow_x)),
+            min(height, math.ceil(y1 + grow_y)),
+        )
+
+
+def whole_photo(width: int, height: int) -> Garment:
+    return Garment(WHOLE_PHOTO, (0, 0, max(1, width), max(1, height)), 1.0, whole_photo=True)

@@ -96,7 +96,7 @@ def test_the_image_install_holds_every_module_and_runs_outside_the_repo(tmp_path
     site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
     sources = {
         p.relative_to(REPO_ROOT).as_posix()
-        for pattern in ("bot/**/*.py", "engine/**/*.py", "bot/i18n/*.json")
+        for pattern in ("bot/**/*.py", "engine/**/*.py", "bot/i18n/*.json", "engine/weights/*")
         for p in REPO_ROOT.glob(pattern)
     }
     installed = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}

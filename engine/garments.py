@@ -1,0 +1,290 @@
+"""Garment finder: a street photo -> the garments in it (category, box, confidence).
+
+A shopper photographs a look: jacket, jeans, shoes and a bag in one picture. Searching the
+whole picture blurs them together; searching each garment's box finds each one.
+
+How it works: the ImageNet EfficientNet-Lite0 trunk (the `imagenet-lite0` weights, frozen)
+gives features at strides 8, 16 and 32; a small head trained on street-ccp
+(bench/train_garments.py, `make train-garments`) predicts a class per stride-8 cell:
+background, person (skin, hair), or a garment. Each garment class's cells become one box:
+the union of its sizeable connected parts, so both shoes make one "shoes" box, as in the
+data's own boxes. Only the head (< 1 MB) ships in the repository (engine/weights/).
+
+A look gate on the same features (street photos against product photos) decides first
+whether the photo is a look at all: product photos (a flat lay, a shoe on a floor) and
+looks without any garment found give one garment covering the whole photo, so
+single-product photos search exactly as before.
+Nothing here raises for a bad photo: the fallback is always the whole photo.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from engine.types import Garment, whole_photo
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "garments.pt"
+TRUNK_NAME = "tf_efficientnet_lite0"
+TRUNK_STAGES = (2, 3, 4)  # strides 8, 16, 32
+TRUNK_CHANNELS = (40, 112, 320)
+CELL_STRIDE = 8
+# Portrait street photos come in at ~2:3; 320 px on the long side keeps the trunk's pass
+# near 20 ms on two cores while a shoe still spans a few stride-8 cells.
+INPUT_LONG_SIDE = 320
+INPUT_MULTIPLE = 32  # the trunk's largest stride
+PERSON = "person"
+# clothing-small's ten categories plus bags (catalogs sell them; street photos show them).
+GARMENT_CLASSES: tuple[str, ...] = ("bag", "dress", "hat", "longsleeve", "outwear", "pants")
+GARMENT_CLASSES += ("shirt", "shoes", "shorts", "skirt", "t-shirt")
+CLASSES = ("background", PERSON, *GARMENT_CLASSES)
+
+
+def pooled(features: list[torch.Tensor]) -> torch.Tensor:
+    """The photo's stride-16 and stride-32 features averaged over the photo: what the
+    look gate reads."""
+    return torch.cat([f.mean(dim=(-2, -1)) for f in features[1:]], dim=-1)
+
+
+class LookGate(nn.Module):
+    """Is this a look (someone wearing clothes) or a product photo? A logistic regression
+    on pooled trunk features, trained on street photos against product photos. The cell
+    head alone, trained on street photos only, sees garments in every flat lay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        width = sum(TRUNK_CHANNELS[1:])
+        self.linear = nn.Linear(width, 1)
+        self.mean: torch.Tensor
+        self.scale: torch.Tensor
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits of "a look" for a batch of pooled feature rows."""
+        logits: torch.Tensor = self.linear((features - self.mean) / self.scale)
+        return logits.squeeze(-1)
+
+
+class GarmentHead(nn.Module):
+    """Per-cell classifier over the trunk's three scales: each scale projected to
+    `hidden` channels and summed at stride 8 (projecting before upsampling keeps it cheap),
+    then a 3x3 layer for neighbourhood context and a 1x1 classifier."""
+
+    def __init__(self, hidden: int = 64, classes: int = len(CLASSES)) -> None:
+        super().__init__()
+        self.project = nn.ModuleList(nn.Conv2d(c, hidden, 1) for c in TRUNK_CHANNELS)
+        self.context = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.classify = nn.Conv2d(hidden, classes, 1)
+        self.dropout = nn.Dropout2d(0.1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Class logits per stride-8 cell."""
+        size = features[0].shape[-2:]
+        mixed = self.project[0](features[0])
+        for layer, scale in zip(self.project[1:], features[1:], strict=True):
+            mixed = mixed + nn.functional.interpolate(
+                layer(scale), size=size, mode="bilinear", align_corners=False
+            )
+        mixed = self.dropout(torch.relu(mixed))
+        logits: torch.Tensor = self.classify(self.dropout(torch.relu(self.context(mixed))))
+        return logits
+
+
+def input_size(width: int, height: int, long_side: int = INPUT_LONG_SIDE) -> tuple[int, int]:
+    """(width, height) fed to the trunk: the long side scaled to `long_side`, both sides
+    rounded to the trunk's stride, never below one stride."""
+    scale = long_side / max(width, height, 1)
+
+    def rounded(side: int) -> int:
+        return max(INPUT_MULTIPLE, round(side * scale / INPUT_MULTIPLE) * INPUT_MULTIPLE)
+
+    return rounded(width), rounded(height)
+
+
+def photo_tensor(image: Image.Image, long_side: int = INPUT_LONG_SIDE) -> torch.Tensor:
+    """1x3xHxW input scaled to [-1, 1] as EfficientNet-Lite was trained. `reducing_gap`
+    shrinks a 40-megapixel photo by cheap integer steps before the filtered resize."""
+    size = input_size(image.width, image.height, long_side)
+    resized = image.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy())
+    return (pixels.permute(2, 0, 1).unsqueeze(0) / 127.5) - 1.0
+
+
+def load_trunk() -> nn.Module:
+    """The frozen ImageNet trunk, from the imagenet-lite0 package's weights."""
+    import timm
+
+    from engine import lite0
+
+    trunk = timm.create_model(
+        TRUNK_NAME, features_only=True, out_indices=TRUNK_STAGES, pretrained=False
+    )
+    wanted = set(trunk.state_dict())
+    state = {k: v for k, v in lite0.timm_state_dict().items() if k in wanted}
+    trunk.load_state_dict(state, strict=True)
+    return trunk.eval()
+
+
+@dataclass(frozen=True)
+class FinderParams:
+    """What turns cell probabilities into garments; defaults chosen on the training split."""
+
+    # A garment's kept cells must cover this share of the photo (street-ccp's own boxes
+    # leave out garments under 1% of the photo).
+    min_area: float = 0.006
+    # Parts of one class smaller than this share of its largest part are stray cells.
+    min_part: float = 0.25
+    # Below this look-gate probability the photo is a product photo: searched whole.
+    min_look: float = 0.5
+    min_confidence: float = 0.3
+
+
+def _components(mask: np.ndarray) -> list[np.ndarray]:
+    """4-connected parts of a small boolean grid, each as an array of (row, col)."""
+    seen = np.zeros_like(mask, dtype=bool)
+    parts = []
+    rows, cols = mask.shape
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        seen[start] = True
+        queue, cells = deque([start]), []
+        while queue:
+            r, c = queue.popleft()
+            cells.append((r, c))
+            for nr, nc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if 0 <= nr < rows and 0 <= nc < cols and mask[nr, nc] and not seen[nr, nc]:
+                    seen[nr, nc] = True
+                    queue.append((nr, nc))
+        parts.append(np.array(cells))
+    return parts
+
+
+def _class_box(
+    labels: np.ndarray, probabilities: np.ndarray, index: int, params: FinderParams
+) -> tuple[tuple[float, float, float, float], float] | None:
+    """(box in grid units, confidence) of one class on the label grid, or None."""
+    mask = labels == index
+    if mask.sum() < params.min_area * mask.size:
+        return None
+    parts = _components(mask)
+    largest = max(len(p) for p in parts)
+    kept = np.concatenate([p for p in parts if len(p) >= params.min_part * largest])
+    if len(kept) < params.min_area * mask.size:
+        return None
+    confidence = float(probabilities[index][kept[:, 0], kept[:, 1]].mean())
+    (r0, c0), (r1, c1) = kept.min(axis=0), kept.max(axis=0)
+    return (float(c0), float(r0), float(c1 + 1), float(r1 + 1)), confidence
+
+
+def garments_from_probabilities(
+    probabilities: np.ndarray, width: int, height: int, params: FinderParams
+) -> list[Garment]:
+    """Classes x rows x cols probabilities (any grid over the whole photo) -> garments,
+    most confident first."""
+    labels = probabilities.argmax(axis=0)
+    rows, cols = labels.shape
+    found = []
+    for index in range(2, len(CLASSES)):
+        box = _class_box(labels, probabilities, index, params)
+        if box is None or box[1] < params.min_confidence:
+            continue
+        (x0, y0, x1, y1), confidence = box
+        pixels = (
+            round(x0 * width / cols),
+            round(y0 * height / rows),
+            round(x1 * width / cols),
+            round(y1 * height / rows),
+        )
+        found.append(Garment(CLASSES[index], pixels, round(confidence, 4)))
+    return sorted(found, key=lambda g: -g.confidence)
+
+
+# The label grid is the stride-8 logits upsampled this many times: boxes land on
+# stride-4 steps instead of stride-8 ones, for a few hundred microseconds.
+UPSAMPLE = 2
+
+
+def cell_probabilities(head: nn.Module, features: list[torch.Tensor]) -> np.ndarray:
+    """Classes x rows x cols probabilities of one photo (stride 8 / UPSAMPLE)."""
+    logits = nn.functional.interpolate(
+        head(features), scale_factor=UPSAMPLE, mode="bilinear", align_corners=False
+    )
+    return torch.softmax(logits[0], dim=0).numpy()
+
+
+def look_probability(gate: nn.Module, features: list[torch.Tensor]) -> float:
+    return float(torch.sigmoid(gate(pooled(features)))[0])
+
+
+class GarmentFinder:
+    """Loads its trunk and head on first use (never at import), then `find(image)`.
+    Thread-safe: one pass at a time, as with the embedder."""
+
+    def __init__(
+        self,
+        weights: Path = WEIGHTS_PATH,
+        params: FinderParams | None = None,
+        long_side: int = INPUT_LONG_SIDE,
+    ) -> None:
+        self.weights = weights
+        self.params = params or FinderParams()
+        self.long_side = long_side
+        self._lock = threading.Lock()
+        self._trunk: nn.Module | None = None
+        self._head: GarmentHead | None = None
+        self._gate: LookGate | None = None
+        self._unavailable = False
+
+    def _load(self) -> bool:
+        if self._trunk is not None:
+            return True
+        if self._unavailable:
+            return False
+        try:
+            stored = torch.load(self.weights, map_location="cpu", weights_only=True)
+            head, gate = GarmentHead(hidden=int(stored["hidden"])), LookGate()
+            head.load_state_dict(stored["head"])
+            gate.load_state_dict(stored["gate"])
+            self._head, self._gate = head.eval(), gate.eval()
+            self._trunk = load_trunk()
+        except Exception as exc:  # a finder that cannot load means whole-photo search
+            log.warning("garment finder unavailable, searching whole photos: %s", exc)
+            self._unavailable = True
+            return False
+        return True
+
+    def analyse(self, image: Image.Image) -> tuple[np.ndarray, float]:
+        """(cell probabilities, the probability that the photo is a look)."""
+        with self._lock, torch.inference_mode():
+            assert self._trunk is not None and self._head is not None and self._gate
+            features = self._trunk(photo_tensor(image, self.long_side))
+            return cell_probabilities(self._head, features), look_probability(self._gate, features)
+
+    def find(self, image: Image.Image) -> list[Garment]:
+        """The garments in `image`, most confident first; one whole-photo garment when
+        the photo is not a look, none is found, or anything goes wrong."""
+        width, height = image.size
+        fallback = [whole_photo(width, height)]
+        if min(width, height) < INPUT_MULTIPLE or not self._load():
+            return fallback
+        try:
+            probabilities, look = self.analyse(image)
+            if look < self.params.min_look:
+                return fallback
+            found = garments_from_probabilities(probabilities, width, height, self.params)
+        except Exception:  # a strange photo must never cost the shopper their search
+            log.exception("garment finder failed on a %dx%d photo", width, height)
+            return fallback
+        return found or fallback

@@ -1,0 +1,234 @@
+"""The garment finder (real imagenet-lite0 trunk + the shipped head), searching by garment,
+and the street-photo evaluation."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import index_builder
+from engine.config import DEFAULT_GARMENT_SYNONYMS
+from engine.evaluation.garments import box_iou, match_garment
+from engine.garment_search import catalog_category
+from engine.garments import (
+    CLASSES,
+    FinderParams,
+    Garment,
+    GarmentFinder,
+    garments_from_probabilities,
+    whole_photo,
+)
+from tests.conftest import DEMO_IMAGES, REPO_ROOT
+
+STREET = REPO_ROOT / "tests" / "fixtures" / "street"
+# Flat lays and products on a floor: nobody wears them.
+FLAT_LAYS = ("pants-1.jpg", "shoes-1.jpg", "t-shirt-1.jpg", "shirt-1.jpg", "skirt-1.jpg")
+
+
+@pytest.fixture(scope="session")
+def finder() -> GarmentFinder:
+    return GarmentFinder()
+
+
+def street_items() -> dict[str, list[tuple[str, tuple[float, ...]]]]:
+    items: dict[str, list[tuple[str, tuple[float, ...]]]] = {}
+    with (STREET / "items.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+            items.setdefault(row["photo"], []).append((row["category"], box))
+    return items
+
+
+def open_photo(path: Path) -> Image.Image:
+    return Image.open(path).convert("RGB")
+
+
+def valid(garments: list[Garment], width: int, height: int) -> bool:
+    return bool(garments) and all(
+        0 <= g.box[0] < g.box[2] <= width and 0 <= g.box[1] < g.box[3] <= height for g in garments
+    )
+
+
+def test_street_photos_show_several_garments_with_plausible_boxes(finder) -> None:
+    matched, rows = 0, 0
+    for name, items in street_items().items():
+        photo = open_photo(STREET / name)
+        garments = finder.find(photo)
+        assert valid(garments, *photo.size)
+        assert len(garments) >= 3 and not any(g.whole_photo for g in garments)
+        shoes = [g for g in garments if g.category == "shoes"]
+        true_shoes = next(box for category, box in items if category == "shoes")
+        assert shoes and box_iou(shoes[0].box, true_shoes) >= 0.5, name
+        for category, box in items:
+            rows += 1
+            matched += match_garment(garments, category, box)[0] is not None  # type: ignore[arg-type]
+    assert matched / rows >= 0.8
+
+
+@pytest.mark.parametrize("name", FLAT_LAYS)
+def test_a_flat_lay_is_one_whole_photo_garment(finder, name: str) -> None:
+    photo = open_photo(DEMO_IMAGES / name)
+    assert finder.find(photo) == [whole_photo(*photo.size)]
+
+
+def noise(width: int, height: int, mode: str = "RGB") -> Image.Image:
+    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels).convert(mode)
+
+
+# Built inside the test (a 40-megapixel photo is 120 MB: not for the whole session).
+HOSTILE_PHOTOS = {
+    "1px": lambda: Image.new("RGB", (1, 1)),
+    "tiny": lambda: Image.new("RGB", (20, 31), "white"),
+    "small-noise": lambda: noise(33, 40),
+    "strip": lambda: noise(4000, 40),
+    "grey": lambda: noise(40, 600, "L"),
+    "rgba": lambda: noise(300, 200, "RGBA"),
+    "black": lambda: Image.new("RGB", (640, 480), "black"),
+    "40mp": lambda: Image.new("RGB", (7300, 5480), (200, 180, 160)),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_PHOTOS)
+def test_bad_photos_give_what_they_can_never_an_error(finder, name: str) -> None:
+    image = HOSTILE_PHOTOS[name]()
+    garments = finder.find(image)
+    assert valid(garments, *image.size)
+
+
+def test_half_a_person_still_finds_what_is_there(finder) -> None:
+    photo = open_photo(STREET / "0021.jpg")
+    lower = photo.crop((0, photo.height // 2, photo.width, photo.height))
+    categories = {g.category for g in finder.find(lower)}
+    assert "shoes" in categories or "pants" in categories
+
+
+def test_without_weights_every_photo_is_searched_whole(tmp_path: Path) -> None:
+    missing = GarmentFinder(weights=tmp_path / "nothing.pt")
+    photo = open_photo(STREET / "0016.jpg")
+    assert missing.find(photo) == [whole_photo(*photo.size)]
+
+
+def grid(shape: tuple[int, int], **areas: tuple[slice, slice]) -> np.ndarray:
+    """Probabilities: background everywhere, certain classes in the given cells."""
+    labels = np.zeros(shape, dtype=int)
+    for name, (rows, cols) in areas.items():
+        labels[rows, cols] = CLASSES.index(name.replace("_", "-"))
+    return np.eye(len(CLASSES))[labels].transpose(2, 0, 1)
+
+
+def test_both_shoes_make_one_box_and_stray_cells_are_dropped() -> None:
+    probabilities = grid((40, 20), person=(slice(0, 6), slice(8, 12)))
+    shoes, stray = CLASSES.index("shoes"), (slice(20, 21), slice(0, 1))
+    probabilities[:, 36:40, 4:8] = np.eye(len(CLASSES))[shoes][:, None, None]
+    probabilities[:, 36:40, 12:16] = np.eye(len(CLASSES))[shoes][:, None, None]
+    probabilities[:, stray[0], stray[1]] = np.eye(len(CLASSES))[shoes][:, None, None]
+    (found,) = garments_from_probabilities(probabilities, 200, 400, FinderParams())
+    assert found.category == "shoes" and found.box == (40, 360, 160, 400)
+
+
+def test_garments_too_small_to_search_are_left_out() -> None:
+    probabilities = grid(
+        (40, 20), hat=(slice(0, 2), slice(0, 2)), pants=(slice(5, 35), slice(5, 15))
+    )
+    found = garments_from_probabilities(probabilities, 200, 400, FinderParams())
+    assert [g.category for g in found] == ["pants"]
+
+
+def test_catalog_names_and_synonyms() -> None:
+    synonyms = DEFAULT_GARMENT_SYNONYMS
+    jeans = Garment("pants", (0, 0, 1, 1), 0.9)
+    assert catalog_category(jeans, ["Jeans", "Shoes"], synonyms) == "Jeans"
+    assert catalog_category(jeans, ["pants", "jeans"], synonyms) == "jeans"  # first by name
+    assert catalog_category(Garment("shoes", (0, 0, 1, 1), 0.9), ["Sneakers"], synonyms)
+    assert catalog_category(Garment("bag", (0, 0, 1, 1), 0.9), ["shoes"], synonyms) is None
+    assert catalog_category(whole_photo(10, 10), ["shoes"], synonyms) is None
+
+
+def test_crop_box_grows_by_the_margin_within_the_photo() -> None:
+    garment = Garment("hat", (10, 10, 30, 50), 0.9)
+    assert garment.crop_box(100, 100, 0.1) == (8, 6, 32, 54)
+    assert Garment("hat", (0, 0, 100, 100), 0.9).crop_box(100, 100, 0.5) == (0, 0, 100, 100)
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_the_engine_searches_every_garment_in_one_model_pass(engine) -> None:
+    photo = (STREET / "0016.jpg").read_bytes()
+
+    async def scenario():
+        garments = await engine.find_garments(photo)
+        passes = engine.batcher.stats.batches
+        results = await engine.search_garments(photo, k=3)
+        return garments, engine.batcher.stats.batches - passes, results
+
+    garments, passes, results = asyncio.run(scenario())
+    assert [g for g, _ in results] == garments and len(garments) >= 3
+    assert passes == 1
+    for garment, page in results:
+        assert len(page.hits) == 3
+        if garment.category in engine.categories():  # the demo catalog has no bags
+            assert page.category_first == garment.category
+            assert all(hit.product.category == garment.category for hit in page.hits)
+
+
+def test_a_garment_search_pages_on_with_its_category(engine) -> None:
+    photo = (STREET / "0021.jpg").read_bytes()
+
+    async def scenario():
+        first = await engine.search(image=photo, garment=0, k=2)
+        later = await engine.search(query_key=first.query_key, k=2, offset=2)
+        return first, later
+
+    first, later = asyncio.run(scenario())
+    assert first.category_first and later.category_first == first.category_first
+
+
+def test_a_product_photo_searches_as_before(engine) -> None:
+    photo = (DEMO_IMAGES / "pants-1.jpg").read_bytes()
+
+    async def scenario():
+        return await engine.search(image=photo, k=4), await engine.search(
+            image=photo, garment=0, k=4
+        )
+
+    plain, by_garment = asyncio.run(scenario())
+    assert [h.product.product_id for h in plain.hits] == [
+        h.product.product_id for h in by_garment.hits
+    ]
+
+
+def test_eval_of_street_photos_reports_the_issue_keys(
+    tiny_model_files, demo_index_dir, monkeypatch, capsys
+) -> None:
+    config, checkpoint = tiny_model_files
+    monkeypatch.setenv("FASHIONBOT_MODEL__NAME", str(config))
+    monkeypatch.setenv("FASHIONBOT_MODEL__PRETRAINED", str(checkpoint))
+    arguments = ["eval", str(STREET / "items.csv"), "--index", str(demo_index_dir), "--json"]
+    assert index_builder.main(arguments) == 0
+    summary = json.loads(capsys.readouterr().out)
+    keys = {"precision@1", "precision@5", "precision@10", "mrr", "garment_found_rate"}
+    keys |= {"box_iou_mean", "queries"}
+    assert keys <= set(summary["overall"]) and summary["overall"]["queries"] == 11
+    assert summary["overall"]["garment_found_rate"] >= 0.8
+    assert set(summary["by_category"]) == {
+        "hat",
+        "outwear",
+        "pants",
+        "shoes",
+        "shirt",
+        "longsleeve",
+        "skirt",
+    }
+    assert all(keys <= set(row) for row in summary["by_category"].values())
