@@ -26,7 +26,7 @@ from engine.query_encoder import QueryEncoder
 from engine.query_store import QueryStore
 from engine.ranking import RankedImage, RankingParams, Reorder, rank
 from engine.serving import ServedIndex, open_configured_index
-from engine.types import Filters, Garment, Hit, SearchPage
+from engine.types import Filters, Garment, Hit, Product, SearchPage
 from engine.zero_shot import ZeroShotCategories
 
 log = logging.getLogger(__name__)
@@ -168,9 +168,10 @@ class Engine:
         return combined_shares(probe_shares, vote_shares, search.category_confidence)
 
     def _category_reorder(
-        self, index: VectorIndex, query: np.ndarray
+        self, index: VectorIndex, query: np.ndarray, known: dict[str, Product]
     ) -> tuple[Reorder | None, str | None]:
-        """(how to reorder the top candidates, the likeliest category), or (None, None)."""
+        """(how to reorder the top candidates, the likeliest category), or (None, None).
+        The products it reads land in `known`, so the page's join need not read them again."""
         shares = self._category_shares(index, query)
         if not shares:
             return None, None
@@ -178,6 +179,7 @@ class Engine:
 
         def reorder(pool: list[RankedImage]) -> list[RankedImage]:
             products = index.catalog.products(r.record.product_id for r in pool)
+            known.update(products)
             boosted = [
                 replace(r, boost=weight * shares.get(products[r.record.product_id].category, 0.0))
                 if r.record.product_id in products
@@ -196,6 +198,7 @@ class Engine:
         wanted: int,
         diversity: float,
         zero_shot_category: str | None,
+        known: dict[str, Product],
     ) -> tuple[list[RankedImage], str | None]:
         """One page's ranking: the likely category first (unless the shopper filtered)."""
         if filters.category:
@@ -207,7 +210,7 @@ class Engine:
             seen = {r.record.product_id for r in first}
             rest = [r for r in ranked if r.record.product_id not in seen]
             return (first + rest)[:wanted], zero_shot_category
-        reorder, likeliest = self._category_reorder(index, query)
+        reorder, likeliest = self._category_reorder(index, query, known)
         ranked = rank(index, query, filters, wanted, diversity, self._ranking, reorder)
         return ranked, likeliest
 
@@ -221,10 +224,13 @@ class Engine:
     ) -> tuple[list[Hit], str | None]:
         """The hits of one page (and the category favoured, if any)."""
         index = self.index  # one consistent index for the whole query, even across a reload
+        products: dict[str, Product] = {}
         ranked, favoured = self._ranked(
-            index, query, filters, wanted, diversity, zero_shot_category
+            index, query, filters, wanted, diversity, zero_shot_category, products
         )
-        products = index.catalog.products(r.record.product_id for r in ranked)
+        missing = [r.record.product_id for r in ranked if r.record.product_id not in products]
+        if missing:
+            products.update(index.catalog.products(missing))
         hits = [
             Hit(
                 products[r.record.product_id],
