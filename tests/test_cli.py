@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,24 +17,35 @@ import index_builder
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, REPO_ROOT
 
 
+def tiny_model_environ(tiny_model_files: tuple[Path, Path]) -> dict[str, str]:
+    config, checkpoint = tiny_model_files
+    return {"FASHIONBOT_MODEL__NAME": str(config), "FASHIONBOT_MODEL__PRETRAINED": str(checkpoint)}
+
+
 @pytest.fixture
 def tiny_env(tiny_model_files, monkeypatch) -> dict[str, str]:
-    config, checkpoint = tiny_model_files
-    env = {"FASHIONBOT_MODEL__NAME": str(config), "FASHIONBOT_MODEL__PRETRAINED": str(checkpoint)}
+    env = tiny_model_environ(tiny_model_files)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
 
 
-@pytest.fixture
-def cli_index(tiny_env, tmp_path: Path, capsys) -> Path:
-    index_dir = tmp_path / "index"
-    assert index_builder.main(["build", str(DEMO_CATALOG), "--out", str(index_dir), "--quiet"]) == 0
-    assert "60 products" in capsys.readouterr().out
-    return index_dir
+@pytest.fixture(scope="module")
+def cli_index(tiny_model_files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Built once for the module: the tests only read it (a build per test was most of
+    this module's time)."""
+    index_dir = tmp_path_factory.mktemp("cli") / "index"
+    output = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(output):
+        for name, value in tiny_model_environ(tiny_model_files).items():
+            patch.setenv(name, value)
+        built = index_builder.main(["build", str(DEMO_CATALOG), "--out", str(index_dir), "--quiet"])
+        assert built == 0
+        assert "60 products" in output.getvalue()
+        yield index_dir
 
 
-def test_query_json_lists_products(cli_index: Path, capsys) -> None:
+def test_query_json_lists_products(cli_index: Path, tiny_env, capsys) -> None:
     photo = DEMO_IMAGES / "outwear-2.jpg"
     code = index_builder.main(
         ["query", str(photo), "--index", str(cli_index), "--k", "4", "--json"]
@@ -51,7 +65,7 @@ def test_query_json_lists_products(cli_index: Path, capsys) -> None:
     assert results[0]["category"] == "outwear" and results[0]["score"] > 0.99
 
 
-def test_query_filters_and_text(cli_index: Path, capsys) -> None:
+def test_query_filters_and_text(cli_index: Path, tiny_env, capsys) -> None:
     code = index_builder.main(
         [
             "query",
@@ -68,7 +82,7 @@ def test_query_filters_and_text(cli_index: Path, capsys) -> None:
     assert {r["category"] for r in json.loads(capsys.readouterr().out)} == {"shoes"}
 
 
-def test_query_prints_a_table(cli_index: Path, capsys) -> None:
+def test_query_prints_a_table(cli_index: Path, tiny_env, capsys) -> None:
     assert (
         index_builder.main(["query", str(DEMO_IMAGES / "hat-1.jpg"), "--index", str(cli_index)])
         == 0
@@ -77,7 +91,9 @@ def test_query_prints_a_table(cli_index: Path, capsys) -> None:
     assert out.startswith(" 1. ") and "https://shop.example.com/products/" in out
 
 
-def test_unusable_photo_exits_2_with_one_line(cli_index: Path, tmp_path: Path, capsys) -> None:
+def test_unusable_photo_exits_2_with_one_line(
+    cli_index: Path, tiny_env, tmp_path: Path, capsys
+) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"GIF89a broken")
     assert index_builder.main(["query", str(bad), "--index", str(cli_index)]) == 2
@@ -88,7 +104,7 @@ def test_unusable_photo_exits_2_with_one_line(cli_index: Path, tmp_path: Path, c
     )
 
 
-def test_info_prints_the_manifest(cli_index: Path, capsys) -> None:
+def test_info_prints_the_manifest(cli_index: Path, tiny_env, capsys) -> None:
     assert index_builder.main(["info", "--index", str(cli_index)]) == 0
     out = capsys.readouterr().out
     manifest = json.loads(out[out.index("{") :])
