@@ -27,6 +27,7 @@ from engine.types import Filters, SearchPage, TextSearchUnavailable
 
 if TYPE_CHECKING:
     from engine.images import ImageError
+    from engine.store import Manifest
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -259,15 +260,34 @@ def _settings_from(path: str, args: argparse.Namespace) -> Settings:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from engine.index import IndexLoadError
-    from engine.store import MANIFEST_FILE, current_build_dir
+    from engine.store import MANIFEST_FILE, Manifest, current_build_dir
 
     settings = _settings(args)
     build_dir = current_build_dir(_index_dir(settings))
     if build_dir is None or not (build_dir / MANIFEST_FILE).is_file():
         raise IndexLoadError(f"No index found in {_index_dir(settings)}.")
+    manifest_text = (build_dir / MANIFEST_FILE).read_text(encoding="utf-8")
     print(f"index: {build_dir}")
-    print((build_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    print(_precision_line(settings, Manifest.from_json(manifest_text)))
+    print(manifest_text)
     return EXIT_OK
+
+
+def _precision_line(settings: Settings, manifest: Manifest) -> str:
+    """Built and served precision side by side: they may differ (the vectors compare)."""
+    from engine.embedder import pick_device
+    from engine.precision import PrecisionError, resolve_precision
+
+    configured = settings.model.precision
+    device = pick_device(settings.model.device)
+    try:
+        served = resolve_precision(configured, device.type)
+    except PrecisionError as exc:
+        served = f"none ({exc})"
+    return (
+        f"precision: built in {manifest.model.precision}, this configuration serves in "
+        f"{served} on {device} (model.precision = {configured!r})"
+    )
 
 
 def _add_street_arguments(evaluate: argparse.ArgumentParser) -> None:

@@ -33,10 +33,13 @@ import torch
 import usearch
 from PIL import Image
 
+from bench import precision as model_precision
+from bench.precision import cast_copy as precision_copy
 from engine.config import DEFAULT_CONFIG_PATH, load_settings
 from engine.embedder import Embedder, ModelSpec
 from engine.graph import GRAPH_METRIC, graph_query, graph_vectors, search_graph
 from engine.index import open_index
+from engine.precision import Precision, resolve_precision
 from engine.search import Engine
 from engine.types import Filters
 from tests.fakes.synthetic import clip_like_vectors, write_synthetic_index
@@ -46,14 +49,19 @@ DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 PHOTO = ROOT / "data" / "demo" / "images" / "dress-1.jpg"
 
 
-def random_embedder(architecture: str) -> Embedder:
+def random_embedder(architecture: str, precision: Precision = "fp32") -> Embedder:
     """The real architecture with random weights, wrapped exactly as production wraps it."""
     model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None)
     model.eval()
     tokenizer = open_clip.get_tokenizer(architecture)
-    return Embedder(
-        model, preprocess, tokenizer, ModelSpec(architecture, architecture, None), "cpu"
-    )
+    spec = ModelSpec(architecture, architecture, None)
+    return Embedder(model, preprocess, tokenizer, spec, "cpu", precision=precision)
+
+
+# The precision the engine runs in here: config.toml's ("auto"), resolved for this CPU.
+SERVED_PRECISION = resolve_precision(
+    load_settings(DEFAULT_CONFIG_PATH, environ={}).model.precision, "cpu"
+)
 
 
 def median_ms(run: Callable[[], Any], repeats: int) -> float:
@@ -145,17 +153,24 @@ def on_bare_thread(run: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def query_overhead(
-    architecture: str, catalog_size: int, repeats: int, scratch: Path
+    architecture: str,
+    catalog_size: int,
+    repeats: int,
+    scratch: Path,
+    precision: Precision = SERVED_PRECISION,
 ) -> dict[str, Any]:
-    embedder = random_embedder(architecture)
+    """The engine in `precision` against the bare fp32 model: what the product gains over
+    the plain way of running the model, precision included."""
+    reference = random_embedder(architecture)
+    embedder = precision_copy(reference, precision)
     engine = engine_over(embedder, synthetic_index(scratch, catalog_size, embedder.dim))
     photo = PHOTO.read_bytes()
-    tensor = bare_model_input(embedder, photo)
+    tensor = bare_model_input(reference, photo)
 
     @on_bare_thread
     def bare() -> None:
         with torch.inference_mode():
-            embedder.model.encode_image(tensor)
+            reference.model.encode_image(tensor)
 
     async def through_engine() -> dict[str, float]:
         page = await engine.search(image=photo, k=10)
@@ -178,6 +193,7 @@ def query_overhead(
     return {
         "architecture": architecture,
         "catalog": catalog_size,
+        "precision": precision,
         "bare_ms": bare_median,
         "engine_ms": engine_median,
         "ratio": engine_median / bare_median,
@@ -621,8 +637,10 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     quick = results["quick"]
     top = results["ann"][-1]
     size = "20k" if quick else "1m"
+    precision = results.get("precision", {}).get("agreement")
     return {
-        "query_overhead_ratio": max(q["ratio"] for q in results["query"]),
+        "query_ratio_vs_fp32": max(q["ratio"] for q in results["query"]),
+        "bf16_top10_overlap": precision["top10_overlap"] if precision else None,
         "concurrent_throughput_ratio_16": next(
             r["ratio"] for r in results["concurrency"] if r["concurrent"] == 16
         ),
@@ -638,7 +656,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-SECTIONS = ("query", "concurrency", "build", "ann", "startup", "filtered", "flops")
+SECTIONS = ("query", "concurrency", "build", "ann", "startup", "filtered", "flops", "precision")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -704,6 +722,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["startup"] = startup(big, 512, scratch)
         if "filtered" in wanted:
             results["filtered"] = filtered_recall(big, 512, 20 if quick else 200, scratch)
+        if "precision" in wanted:
+            results["precision"] = model_precision.measure(
+                architectures, DATASET, quick, random_embedder
+            )
 
     results["headline"] = headline(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -750,10 +772,13 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## 1. One photo through the engine vs the bare model (batch 1)",
         "",
-        "| architecture | catalog | bare encode_image | engine (decode, preprocess, embed, search, join) | ratio | embed stage | rank + join |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "The bare model runs in fp32; the engine in the precision config.toml's `model.precision`",
+        "resolves to on this CPU (section 7 measures the precisions against each other).",
+        "",
+        "| architecture | catalog | bare fp32 encode_image | engine precision | engine (decode, preprocess, embed, search, join) | ratio | embed stage | rank + join |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *(
-            f"| {q['architecture']} | {q['catalog']:,} | {q['bare_ms']:.1f} ms | {q['engine_ms']:.1f} ms | {q['ratio']:.3f} | {q['embed_stage_ms']:.1f} ms | {q['rank_stage_ms']:.1f} ms |"
+            f"| {q['architecture']} | {q['catalog']:,} | {q['bare_ms']:.1f} ms | {q.get('precision', 'fp32')} | {q['engine_ms']:.1f} ms | {q['ratio']:.3f} | {q['embed_stage_ms']:.1f} ms | {q['rank_stage_ms']:.1f} ms |"
             for q in results["query"]
         ),
         "",
@@ -879,6 +904,8 @@ def render(results: dict[str, Any]) -> str:
         f"post-filtering vs exact filtered search, recall@10 **{f['recall_at_10']:.3f}**.",
         "",
     ]
+    if "precision" in results:
+        lines += model_precision.render(results["precision"])
     lines += settings_section(results)
     return "\n".join(lines)
 

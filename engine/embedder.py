@@ -29,6 +29,7 @@ from torchvision.transforms import Compose, Normalize
 from engine import lite0
 from engine.config import ImageSettings, ModelSettings
 from engine.images import decode_image
+from engine.precision import DTYPES, Precision, PrecisionError, resolve_precision
 from engine.store import ModelIdentity
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def _weights_fingerprint(model: open_clip.CLIP) -> str:
     return digest.hexdigest()[:16]
 
 
-def _pick_device(setting: str) -> torch.device:
+def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
@@ -283,8 +284,14 @@ class Embedder:
         spec: ModelSpec,
         device: torch.device,
         pad_to_square: bool = False,
+        precision: Precision = "fp32",
     ) -> None:
-        self.model = model
+        # The fingerprint is of the weights as published, before any cast: the same
+        # weights served in bf16 still match an index built in fp32.
+        self.fingerprint = _weights_fingerprint(model)
+        self.precision = precision
+        self.dtype = DTYPES[precision]
+        self.model = model.to(self.dtype) if precision != "fp32" else model
         self.pad_to_square = pad_to_square
         self.preprocess = preprocess
         self.tokenizer = tokenizer
@@ -299,8 +306,7 @@ class Embedder:
         )
         with torch.inference_mode():
             probe = torch.zeros(1, 3, self.image_size, self.image_size, device=device)
-            self.dim = int(model.encode_image(probe).shape[-1])
-        self.fingerprint = _weights_fingerprint(model)
+            self.dim = int(self.model.encode_image(probe.to(self.dtype)).shape[-1])
 
     @property
     def text_search(self) -> bool:
@@ -322,15 +328,12 @@ class Embedder:
             if self.pixel_scale is None:
                 raise ValueError("uint8 pixels for a model whose transform does not scale them")
             batch = self.pixel_scale(batch)
-        return batch
+        return batch.to(self.dtype)
 
     def embed_image_tensors(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
         with self._lock, torch.inference_mode():
-            features: torch.Tensor = self.model.encode_image(
-                self.model_input(pixels), normalize=True
-            )
-        vectors: np.ndarray = features.float().cpu().numpy()
-        return vectors
+            features: torch.Tensor = self.model.encode_image(self.model_input(pixels))
+        return _unit_rows(features)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.embed_image_tensors([self.preprocess_image(im) for im in images])
@@ -338,9 +341,16 @@ class Embedder:
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         tokens = self.tokenizer(list(texts)).to(self.device)
         with self._lock, torch.inference_mode():
-            features: torch.Tensor = self.model.encode_text(tokens, normalize=True)
-        vectors: np.ndarray = features.float().cpu().numpy()
-        return vectors
+            features: torch.Tensor = self.model.encode_text(tokens)
+        return _unit_rows(features)
+
+
+def _unit_rows(features: torch.Tensor) -> np.ndarray:
+    """L2-normalised float32 rows; normalised after the cast, so bf16 features still give
+    unit vectors (bf16's own norm is off by up to ~0.4%)."""
+    rows = torch.nn.functional.normalize(features.float(), dim=-1)
+    vectors: np.ndarray = rows.cpu().numpy()
+    return vectors
 
 
 def model_identity(embedder: Embedder) -> ModelIdentity:
@@ -351,6 +361,7 @@ def model_identity(embedder: Embedder) -> ModelIdentity:
         dim=embedder.dim,
         fingerprint=embedder.fingerprint,
         preprocess=embedder.preprocessing,
+        precision=embedder.precision,
     )
 
 
@@ -358,10 +369,14 @@ def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embe
     """Build the configured model. Failures become one ModelLoadError saying what to set."""
     cache_dir = (base_dir or Path.cwd()) / settings.cache_dir if settings.cache_dir else None
     spec = resolve_model_spec(settings.name, settings.pretrained, base_dir, cache_dir)
-    device = _pick_device(settings.device)
+    device = pick_device(settings.device)
+    try:
+        precision = resolve_precision(settings.precision, device.type)
+    except PrecisionError as exc:
+        raise ModelLoadError(str(exc)) from None
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    log.info("loading model %s on %s", spec.describe(), device)
+    log.info("loading model %s on %s in %s", spec.describe(), device, precision)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.open_clip_name,
@@ -386,4 +401,6 @@ def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embe
             "checkpoint file or folder; see README, 'Offline servers'."
         ) from None
     model.eval()
-    return Embedder(model, preprocess, tokenizer, spec, device, settings.preprocess == "pad")
+    return Embedder(
+        model, preprocess, tokenizer, spec, device, settings.preprocess == "pad", precision
+    )

@@ -59,6 +59,9 @@ class ModelIdentity:
     dim: int
     fingerprint: str
     preprocess: str = "crop"
+    # The arithmetic the vectors were computed in; informational: serving in another
+    # precision is allowed (manifests from before it was recorded: fp32).
+    precision: str = "fp32"
 
 
 @dataclass

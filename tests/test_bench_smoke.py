@@ -84,17 +84,21 @@ def test_quality_report_is_produced(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_perf_benchmarks_run_at_tiny_sizes(tmp_path: Path, monkeypatch, tiny_model_files) -> None:
+def test_perf_benchmarks_run_at_tiny_sizes(
+    tmp_path: Path, monkeypatch, tiny_model_files, lite0_cache
+) -> None:
     """Every benchmark section runs on the tiny model at tiny sizes and renders; no timing
     is checked (benchmarks are not tests), only that the measurements are sane."""
     import shutil
 
     from bench import perf
+    from bench import precision as model_precision
 
     for n, photo in enumerate(sorted(DEMO_IMAGES.glob("*.jpg"))[:8]):
-        folder = tmp_path / "data" / "train" / photo.stem.rsplit("-", 1)[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo, folder / f"{n}.jpg")
+        for part in ("train", "validation"):
+            folder = tmp_path / "data" / part / photo.stem.rsplit("-", 1)[0]
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, folder / f"{n}.jpg")
     monkeypatch.setattr(perf, "DATASET", tmp_path / "data")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -110,6 +114,9 @@ def test_perf_benchmarks_run_at_tiny_sizes(tmp_path: Path, monkeypatch, tiny_mod
         "gflops_per_image": {"tiny-random": perf.gflops_per_image("tiny-random")},
         "cores": 2,
         "large_photo": perf.large_photo_decode("tiny-random", 1),
+        "precision": model_precision.measure(
+            ["tiny-random"], tmp_path / "data", True, perf.random_embedder, lite0_cache
+        ),
     }
     results["headline"] = perf.headline(results)
     assert results["build"]["images"] == 8
@@ -127,9 +134,15 @@ def test_perf_benchmarks_run_at_tiny_sizes(tmp_path: Path, monkeypatch, tiny_mod
         assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in sweep)
     assert results["filtered"]["recall_at_10"] > 0.9
     assert results["headline"]["ann_recall_at_10_20k"] == ann["summary"]["recall_at_10"]
+    assert results["query"][0]["precision"] == perf.SERVED_PRECISION
+    agreement = results["precision"]["agreement"]
+    assert agreement["queries"] == 8  # every photo, embedded in fp32 and in bf16
+    assert 0.99 <= agreement["cosine_mean"] <= 1.0 + 1e-6  # real weights: bf16 stays close
+    assert results["headline"]["bf16_top10_overlap"] == agreement["top10_overlap"]
+    assert [r["batch"] for r in results["precision"]["speed"]["tiny-random"]] == [1, 16]
 
     text = perf.render(results)
-    for section in range(1, 7):
+    for section in range(1, 8):
         assert f"## {section}. " in text
     assert "## What the speed settings buy" in text and "JPEG draft decoding" in text
     for name, graph in (("usearch_f16", f16), ("usearch_i8", i8)):

@@ -109,6 +109,8 @@ def test_info_prints_the_manifest(cli_index: Path, tiny_env, capsys) -> None:
     out = capsys.readouterr().out
     manifest = json.loads(out[out.index("{") :])
     assert manifest["products"] == 60 and manifest["dtype"] == "i8"
+    built = manifest["model"]["precision"]
+    assert built in ("fp32", "bf16") and f"precision: built in {built}, this configuration" in out
     assert manifest["model"]["dim"] == 64 and manifest["format_version"] == 1
 
 

@@ -100,7 +100,8 @@ def test_decode_threads_get_uint8_and_the_model_sees_open_clips_exact_input(embe
     photo = Image.open(DEMO_IMAGES / "dress-1.jpg").convert("RGB")
     pixels = embedder.preprocess_image(photo)
     assert pixels.dtype == torch.uint8 and pixels.shape == (3, 64, 64)
-    assert torch.equal(embedder.model_input([pixels])[0], embedder.preprocess(photo))
+    model_input = embedder.model_input([pixels])[0]  # in the model's precision
+    assert torch.equal(model_input, embedder.preprocess(photo).to(embedder.dtype))
     assert np.array_equal(
         embedder.embed_image_tensors([pixels]),
         embedder.embed_image_tensors(embedder.preprocess(photo).unsqueeze(0)),
@@ -115,7 +116,14 @@ def test_a_transform_of_another_shape_runs_whole_in_the_decode_threads(embedder)
     def custom(image: Image.Image) -> torch.Tensor:  # not Compose(..., ToTensor, Normalize)
         return embedder.preprocess(image)
 
-    other = Embedder(embedder.model, custom, embedder.tokenizer, embedder.spec, embedder.device)
+    other = Embedder(
+        embedder.model,
+        custom,
+        embedder.tokenizer,
+        embedder.spec,
+        embedder.device,
+        precision=embedder.precision,
+    )
     assert other.pixel_scale is None
     photo = Image.open(DEMO_IMAGES / "dress-1.jpg").convert("RGB")
     pixels = other.preprocess_image(photo)
