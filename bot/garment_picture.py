@@ -78,16 +78,19 @@ def annotated_jpeg(image: Image.Image, boxes: Sequence[Box], quality: int = 85) 
     font = ImageFont.load_default(size=max(MIN_FONT, round(short * FONT_SHARE)))
     draw = ImageDraw.Draw(picture)
     bounds: Box = (0, 0, picture.width, picture.height)
-    scaled = [tuple(round(side * scale) for side in box) for box in boxes]
+    scaled: list[Box] = [
+        (round(x0 * scale), round(y0 * scale), round(x1 * scale), round(y1 * scale))
+        for x0, y0, x1, y1 in boxes
+    ]
     for number, (x0, y0, x1, y1) in enumerate(scaled, start=1):
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour_of(number), width=line)
     taken: list[Box] = []
     for number, box in enumerate(scaled, start=1):
         label = str(number)
-        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        left, top, right, bottom = (round(side) for side in draw.textbbox((0, 0), label, font=font))
         pad = line * 2
         size = (right - left + 2 * pad, bottom - top + 2 * pad)
-        place = _tag_place((box[0], box[1], box[2], box[3]), size, taken, bounds)
+        place = _tag_place(box, size, taken, bounds)
         taken.append(place)
         draw.rectangle(place, fill=colour_of(number))
         draw.text(
@@ -97,5 +100,6 @@ def annotated_jpeg(image: Image.Image, boxes: Sequence[Box], quality: int = 85) 
             fill=_ink(colour_of(number)),
         )
     out = io.BytesIO()
-    picture.save(out, format="JPEG", quality=quality)
+    # 4:4:4: chroma subsampling would smear the thin coloured lines into the photo
+    picture.save(out, format="JPEG", quality=quality, subsampling=0)
     return out.getvalue()
