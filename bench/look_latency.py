@@ -6,8 +6,8 @@ The demo catalog indexed with `imagenet-lite0` (in a temporary folder unless --i
 a built one); per photo, in alternating order within each round, on one torch thread:
 - before: the engine call the chat flow made before the finder (`search(images=[photo])`),
 - finder: `Engine.find_garments(photo)` alone (decode + the finder's pass),
-- now: the chat flow's first answer (`SearchFlow.run`: finder, then the largest garment's
-  search, or the plain search for a product photo),
+- now: the chat flow's first answer (`SearchFlow.run`: the finder, then the largest
+  garment's search, or the whole photo's for a product photo),
 - picker: what follows the first album for a street photo (`SearchFlow.garment_picker`).
 Growth = now - before, per photo from medians; the issue's bound is growth <= finder.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import statistics
 import tempfile
 import time
@@ -31,9 +32,9 @@ from bot.limits import RateLimiter
 from bot.settings import BotSettings, load_bot_settings
 from bot.stats import BotStats
 from engine.config import DEFAULT_CONFIG_PATH
-from engine.embedder import load_embedder
+from engine.embedder import load_embedder, model_identity
 from engine.index import open_index
-from engine.search import Engine, model_identity
+from engine.search import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {
@@ -60,10 +61,12 @@ async def timed(call: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     return (time.perf_counter() - started) * 1000, result
 
 
-async def measure(engine: Engine, settings: BotSettings, rounds: int) -> dict[str, dict[str, list]]:
+async def measure(
+    engine: Engine, settings: BotSettings, rounds: int
+) -> dict[str, dict[str, list[float]]]:
     flow = SearchFlow(engine, settings, RateLimiter(10_000), SearchCounter("bench", BotStats()))
     photos = {name: path.read_bytes() for name, path in PHOTOS.items()}
-    times: dict[str, dict[str, list]] = {n: {} for n in photos}
+    times: dict[str, dict[str, list[float]]] = {n: {} for n in photos}
 
     def request(data: bytes) -> SearchRequest:
         async def read() -> Inputs:
@@ -81,19 +84,18 @@ async def measure(engine: Engine, settings: BotSettings, rounds: int) -> dict[st
                 ("finder", lambda d=data: engine.find_garments(d)),
                 ("now", lambda d=data: flow.run(request(d), contextlib.nullcontext)),
             ]
-            if round_number % 2:
-                jobs.reverse()
-            for label, job in jobs:
+            order = jobs[round_number % len(jobs) :] + jobs[: round_number % len(jobs)]
+            for label, job in order:
                 elapsed, result = await timed(job)
                 times[name].setdefault(label, []).append(elapsed)
                 if label == "now" and isinstance(result, Results) and result.look is not None:
-                    look = result.look
-                    picked, _ = await timed(lambda look=look: flow.garment_picker(look))
+                    picker = functools.partial(flow.garment_picker, result.look)
+                    picked, _ = await timed(picker)
                     times[name].setdefault("picker", []).append(picked)
     return times
 
 
-def report(times: dict[str, dict[str, list]], rounds: int) -> str:
+def report(times: dict[str, dict[str, list[float]]], rounds: int) -> str:
     lines = [
         f"Medians of {rounds} rounds, ms (imagenet-lite0, demo catalog, 1 torch thread):",
         "",
@@ -103,11 +105,10 @@ def report(times: dict[str, dict[str, list]], rounds: int) -> str:
     for name, series in times.items():
         med = {label: statistics.median(values) for label, values in series.items()}
         growth = med["now"] - med["before"]
-        picker = f"{med['picker']:.0f}" if "picker" in med else "-"
-        lines.append(
-            f"| {name} | {med['before']:.0f} | {med['finder']:.0f} | {med['now']:.0f} | "
-            f"{growth:.0f} | {growth / med['finder']:.2f} | {picker} |"
-        )
+        cells = [name, *(f"{med[label]:.0f}" for label in ("before", "finder", "now"))]
+        cells += [f"{growth:.0f}", f"{growth / med['finder']:.2f}"]
+        cells.append(f"{med['picker']:.0f}" if "picker" in med else "-")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -76,7 +76,6 @@ class Look:
     text: str | None  # the caption, refining whichever garment is picked
     garments: tuple[Garment, ...]  # the finder's order: a token's garment position
     shown: PageToken  # the first album's garment, with its query key
-    whole_photo_key: str | None = None  # the whole photo's search, when already made
 
 
 @dataclass(frozen=True)
@@ -252,29 +251,21 @@ class SearchFlow:
         self, request: SearchRequest, inputs: Inputs
     ) -> tuple[SearchPage, PageToken, Look | None]:
         """A new photo search: the album of the photo's largest garment, or of the whole
-        photo where the finder sees no look (exactly the search before the finder). The
-        whole photo's search runs beside the finder (other threads): a product photo's
-        album then waits for the longer of the two, not both, and a street photo's picker
-        gets its "Whole photo" choice from it."""
-        whole = asyncio.ensure_future(self._engine_search(request, inputs))
-        try:
-            garments = await self.engine.find_garments(inputs.photos[0])
-            found = [i for i, g in enumerate(garments) if not g.whole_photo]
-            if not found:
-                return await whole, request.page, None
-            largest = max(found, key=lambda i: garments[i].area)
-            page = await self._engine_search(request, inputs, garment=garments[largest])
-        finally:
-            if not whole.done():
-                whole.cancel()
-            elif not whole.cancelled():
-                whole.exception()  # retrieved: a failed side search is not worth a warning
+        photo where the finder sees no look (exactly the search before the finder).
+        The finder runs first, alone: a whole-photo search beside it (to save its time on
+        product photos) slowed street photos' first album by more than it saved, measured
+        on two busy cores (bench/look_latency.py)."""
+        garments = await self.engine.find_garments(inputs.photos[0])
+        found = [i for i, g in enumerate(garments) if not g.whole_photo]
+        if not found:
+            return await self._engine_search(request, inputs), request.page, None
+        largest = max(found, key=lambda i: garments[i].area)
+        page = await self._engine_search(request, inputs, garment=garments[largest])
         token = _garment_token(request.page, largest, garments[largest])
         if len(found) < 2:
             return page, token, None
-        whole_key = None if whole.cancelled() or whole.exception() else whole.result().query_key
-        shown = token.with_key(page.query_key)
-        return page, token, Look(inputs.photos[0], inputs.text, tuple(garments), shown, whole_key)
+        look = Look(inputs.photos[0], inputs.text, tuple(garments), token.with_key(page.query_key))
+        return page, token, look
 
     async def _engine_search(
         self, request: SearchRequest, inputs: Inputs, garment: Garment | int | None = None
@@ -312,7 +303,8 @@ class SearchFlow:
                     for i in others
                 )
             )
-            pages, whole_key = await asyncio.gather(garment_pages, self._whole_photo_key(look))
+            whole_photo = engine.search(images=[look.photo], text=look.text, k=1)
+            pages, whole = await asyncio.gather(garment_pages, whole_photo)
             image = await engine.run_cpu(engine.garments.decode, look.photo)
         except (EngineBusy, ImageError, TextSearchUnavailable) as exc:
             log.info("no garment picker for this photo: %r", exc)
@@ -329,14 +321,9 @@ class SearchFlow:
             )
             for number, i in enumerate(order, start=1)
         ]
-        choices.append(GarmentChoice(0, None, PageToken(whole_key)))
+        choices.append(GarmentChoice(0, None, PageToken(whole.query_key)))
         boxes = [look.garments[i].box for i in order]
         return Picker(await engine.run_cpu(annotated_jpeg, image, boxes), choices)
-
-    async def _whole_photo_key(self, look: Look) -> str:
-        if look.whole_photo_key:
-            return look.whole_photo_key
-        return (await self.engine.search(images=[look.photo], text=look.text, k=1)).query_key
 
 
 def _garment_token(token: PageToken, position: int, garment: Garment) -> PageToken:
