@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import re
 import time
@@ -27,11 +28,28 @@ import aiohttp
 import discord
 from discord import app_commands
 
-from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unreadable, refusal_text
+from bot.flow import (
+    Inputs,
+    Look,
+    ReadInputs,
+    Refusal,
+    Results,
+    SearchRequest,
+    Unreadable,
+    refusal_text,
+)
 from bot.frontend import Frontend
 from bot.i18n import t
 from bot.paging import BadToken, PageToken, decode_token, encode_token
-from bot.render import button_label, caption_text, format_price, shop_link, short_title
+from bot.render import (
+    button_label,
+    caption_text,
+    format_price,
+    garment_button_label,
+    results_for,
+    shop_link,
+    short_title,
+)
 from bot.safe_fetch import UnsafeUrl, fetch_user_image
 from bot.settings import BotSettings
 from engine.search import Engine
@@ -86,18 +104,22 @@ def rate_limit_trace(on_too_many_requests: Callable[[], None]) -> aiohttp.TraceC
 class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ANY_CUSTOM_ID):
     """ "More like this" / "Surprise me": a button any restart can still answer."""
 
-    def __init__(self, custom_id: str, label: str = "…", surprise: bool = False) -> None:
+    def __init__(
+        self, custom_id: str, label: str = "…", style: discord.ButtonStyle | None = None
+    ) -> None:
         super().__init__(
             discord.ui.Button(
-                label=label,
-                style=discord.ButtonStyle.primary if surprise else discord.ButtonStyle.secondary,
-                custom_id=custom_id,
+                label=label, style=style or discord.ButtonStyle.secondary, custom_id=custom_id
             )
         )
 
     @classmethod
-    def for_token(cls, token: PageToken, label: str) -> PageButton:
-        return cls(encode_token(token), label, token.surprise)
+    def for_token(
+        cls, token: PageToken, label: str, style: discord.ButtonStyle | None = None
+    ) -> PageButton:
+        if style is None and token.surprise:
+            style = discord.ButtonStyle.primary
+        return cls(encode_token(token), label, style)
 
     @classmethod
     async def from_custom_id(
@@ -365,6 +387,28 @@ class DiscordBot(Frontend):
         else:
             payload = self._gallery_reply(outcome, language)
         await interaction.followup.send(**payload)
+        if outcome.look is not None:
+            await self._send_garment_picker(interaction, outcome.look, language)
+
+    async def _send_garment_picker(
+        self, interaction: discord.Interaction, look: Look, language: str
+    ) -> None:
+        """The photo with numbered garments and a button for each, as a follow-up of the
+        shopper's own interaction (in a channel it answers only whoever asked)."""
+        picker = await self.flow.garment_picker(look)
+        if picker is None:
+            return
+        view = discord.ui.View(timeout=None)
+        for choice in picker.choices:
+            label = garment_button_label(language, choice.number, choice.kind)
+            style = discord.ButtonStyle.primary if choice.kind else discord.ButtonStyle.secondary
+            view.add_item(PageButton.for_token(choice.token, label[:80], style))
+        await interaction.followup.send(
+            t(language, "garments.pick"),
+            file=discord.File(io.BytesIO(picker.picture), filename="garments.jpg"),
+            view=view,
+            ephemeral=self.settings.discord.ephemeral,
+        )
 
     @contextlib.asynccontextmanager
     async def _deferred(self, interaction: discord.Interaction) -> AsyncIterator[None]:
@@ -425,6 +469,9 @@ class DiscordBot(Frontend):
             for number, hit in enumerate(page.hits, start=page.offset + 1)
         ]
         heading = f"### {t(language, 'discord.title')}"
+        garment = results_for(language, results.garment_kind)
+        if garment is not None:
+            heading += f"\n{garment}"
         if page.text_ignored:
             heading += f"\n{t(language, 'caption_ignored')}"
         view = discord.ui.LayoutView(timeout=None)
@@ -462,7 +509,8 @@ class DiscordBot(Frontend):
                 )
         for button in self._page_buttons(results, language):
             view.add_item(button)
-        return {"embeds": embeds, "files": files, "view": view}
+        garment = results_for(language, results.garment_kind)
+        return {"content": garment, "embeds": embeds, "files": files, "view": view}
 
     # ---- errors ----------------------------------------------------------------------
 

@@ -7,13 +7,17 @@ their name rather than their position, so a new index build that adds or reorder
 categories can never make an old button filter on the wrong one.
 
     fb1:<query key>:<offset>:<mode>:<category digest or ->:<garment or ->
+
+A garment is its position in the garment finder's list for the shopper's photo, followed
+by its kind ("2shoes"): the position finds it again when the engine has forgotten the
+query, the kind names it in "Results for: Shoes" on every page, even after a restart.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from engine.query_store import KEY_CHARS
@@ -23,12 +27,16 @@ MAX_TOKEN_BYTES = 64  # Telegram's callback_data limit, the smaller of the two p
 MAX_OFFSET = 999_999
 MAX_GARMENT = 99
 CATEGORY_DIGEST_CHARS = 8
+MAX_GARMENT_KIND_CHARS = 12  # the finder's kinds: "bag", "shoes", "t-shirt", "longsleeve"
 NO_VALUE = "-"
 
+_KIND = rf"[a-z][a-z-]{{0,{MAX_GARMENT_KIND_CHARS - 1}}}"
+_GARMENT_KIND = re.compile(_KIND, re.ASCII)
 # re.ASCII: `\d` would also take other scripts' digits ("٣"), which no button of ours sends.
 _TOKEN = re.compile(
     rf"{TOKEN_PREFIX}:(?P<key>[0-9a-f]{{{KEY_CHARS}}}):(?P<offset>\d{{1,6}}):(?P<mode>[ns]):"
-    rf"(?P<category>[0-9a-f]{{{CATEGORY_DIGEST_CHARS}}}|-):(?P<garment>\d{{1,2}}|-)",
+    rf"(?P<category>[0-9a-f]{{{CATEGORY_DIGEST_CHARS}}}|-):"
+    rf"(?:(?P<garment>\d{{1,2}})(?P<kind>{_KIND})?|-)",
     re.ASCII,
 )
 # Buttons already sent before this codec: Telegram's carried no query key, Discord's
@@ -61,14 +69,19 @@ class PageToken:
     offset: int = 0
     mode: Mode = Mode.NORMAL
     category: str | None = None
-    garment: int | None = None  # reserved for the garment picker: which garment of the photo
+    garment: int | None = None  # which garment of the shopper's photo (the finder's order)
+    garment_kind: str | None = None  # what that garment is ("shoes"), when known
 
     @property
     def surprise(self) -> bool:
         return self.mode is Mode.SURPRISE
 
     def with_key(self, query_key: str) -> PageToken:
-        return PageToken(query_key, self.offset, self.mode, self.category, self.garment)
+        return replace(self, query_key=query_key)
+
+    def page(self, query_key: str, offset: int, mode: Mode, category: str | None) -> PageToken:
+        """Another page of the same garment (or of the whole search)."""
+        return replace(self, query_key=query_key, offset=offset, mode=mode, category=category)
 
 
 def category_digest(category: str) -> str:
@@ -81,6 +94,10 @@ def encode_token(token: PageToken) -> str:
     if not 0 <= token.offset <= MAX_OFFSET:
         raise ValueError(f"page offset out of range: {token.offset}")
     garment = NO_VALUE if token.garment is None else str(min(token.garment, MAX_GARMENT))
+    if token.garment is not None and token.garment_kind is not None:
+        if not _GARMENT_KIND.fullmatch(token.garment_kind):
+            raise ValueError(f"not a garment kind: {token.garment_kind!r}")
+        garment += token.garment_kind
     category = NO_VALUE if token.category is None else category_digest(token.category)
     return ":".join(
         (TOKEN_PREFIX, token.query_key, str(token.offset), token.mode.value, category, garment)
@@ -91,8 +108,15 @@ def decode_token(data: str, categories: list[str]) -> PageToken:
     """The page a button asks for; raises BadToken for anything this bot did not send."""
     if match := _TOKEN.fullmatch(data):
         category = _category_by_digest(match["category"], categories)
-        garment = None if match["garment"] == NO_VALUE else int(match["garment"])
-        return PageToken(match["key"], int(match["offset"]), Mode(match["mode"]), category, garment)
+        garment = None if match["garment"] is None else int(match["garment"])
+        return PageToken(
+            match["key"],
+            int(match["offset"]),
+            Mode(match["mode"]),
+            category,
+            garment,
+            match["kind"],
+        )
     if match := _LEGACY_DISCORD.fullmatch(data) or _LEGACY_TELEGRAM.fullmatch(data):
         fields = match.groupdict()
         mode = Mode.SURPRISE if fields["surprise"] == "1" else Mode.NORMAL
@@ -121,3 +145,8 @@ def inline_offset(text: str) -> int:
     if not _INLINE_OFFSET.fullmatch(text):
         return 0
     return min(int(text), MAX_OFFSET + 1)
+
+
+def is_garment_kind(text: str) -> bool:
+    """Whether a garment kind fits a token ("shoes", "t-shirt")."""
+    return bool(_GARMENT_KIND.fullmatch(text))

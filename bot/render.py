@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from bot.i18n import t
+from bot.i18n import FALLBACK, catalog, t
 from bot.settings import LinkSettings
 from engine.types import Hit, Product, SearchPage
 
@@ -63,6 +63,25 @@ def caption_html(hit: Hit, link: str, language: str | None) -> str:
 def button_label(number: int, hit: Hit) -> str:
     price = format_price(hit.product)
     return f"{number}. {short_title(hit.product.title, 40)}" + (f" · {price}" if price else "")
+
+
+def garment_name(language: str | None, kind: str) -> str:
+    """A garment kind of the finder ("outwear") as the shopper calls it ("Jacket"); a kind
+    without a translation (a newer finder's) as it is."""
+    key = f"garment.{kind}"
+    return t(language, key) if key in catalog(FALLBACK) else kind.replace("-", " ").capitalize()
+
+
+def results_for(language: str | None, kind: str | None) -> str | None:
+    """The line that says which garment of the photo an album is for, if any."""
+    return t(language, "results_for", garment=garment_name(language, kind)) if kind else None
+
+
+def garment_button_label(language: str | None, number: int, kind: str | None) -> str:
+    """ "1 · Jacket"; the whole photo (kind None) has no number."""
+    if kind is None:
+        return t(language, "garment.photo")
+    return f"{number} · {garment_name(language, kind)}"
 
 
 def album_as_text(page: SearchPage) -> str:

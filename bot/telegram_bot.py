@@ -50,12 +50,27 @@ from telegram.ext import (
 )
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unreadable, refusal_text
+from bot.flow import (
+    Inputs,
+    Look,
+    ReadInputs,
+    Refusal,
+    Results,
+    SearchRequest,
+    Unreadable,
+    refusal_text,
+)
 from bot.frontend import Frontend
 from bot.i18n import languages, t
 from bot.limits import Admission, ReplyBudget
 from bot.paging import BadToken, PageToken, decode_token, encode_token, inline_offset
-from bot.render import button_label, caption_html, shop_link
+from bot.render import (
+    button_label,
+    caption_html,
+    garment_button_label,
+    results_for,
+    shop_link,
+)
 from bot.settings import BotSettings
 from bot.telegram_downloads import CappedDownloadRequest, DownloadTooLarge
 from bot.telegram_webhook import PATH as WEBHOOK_PATH
@@ -481,6 +496,8 @@ class TelegramBot(Frontend):
             return
         await self._send_album(chat_id, origin, outcome.page.hits, language)
         await self._send_keyboard(chat_id, origin, outcome, language)
+        if outcome.look is not None:
+            await self._send_garment_picker(chat_id, origin, outcome.look, language)
 
     def _reader(self, query: Query) -> ReadInputs | None:
         """How to (re-)read a query's photos and words from Telegram."""
@@ -615,10 +632,38 @@ class TelegramBot(Frontend):
     async def _send_keyboard(
         self, chat_id: int, origin: Message, results: Results, language: str | None
     ) -> None:
-        text = t(language, "results")
+        lines = [t(language, "results")]
+        garment = results_for(language, results.garment_kind)
+        if garment is not None:
+            lines.insert(0, garment)
         if results.page.text_ignored:
-            text = f"{t(language, 'caption_ignored')}\n{text}"
-        await self._say(chat_id, origin, text, reply_markup=self.keyboard(results, language))
+            lines.insert(0, t(language, "caption_ignored"))
+        markup = self.keyboard(results, language)
+        await self._say(chat_id, origin, "\n".join(lines), reply_markup=markup)
+
+    async def _send_garment_picker(
+        self, chat_id: int, origin: Message, look: Look, language: str | None
+    ) -> None:
+        """The shopper's photo with numbered garments, a button for each: a reply to the
+        shopper's own message, so in a group it answers only whoever asked."""
+        picker = await self.flow.garment_picker(look)
+        if picker is None:
+            return
+        buttons = [
+            _page_button(garment_button_label(language, c.number, c.kind), c.token)
+            for c in picker.choices
+        ]
+        rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+        bot = self.application.bot
+        await _with_network_retries(
+            lambda: bot.send_photo(
+                chat_id,
+                picker.picture,
+                caption=t(language, "garments.pick"),
+                reply_markup=InlineKeyboardMarkup(rows),
+                reply_parameters=_reply_to(origin),
+            )
+        )
 
     # ---- inline mode -------------------------------------------------------------------
 

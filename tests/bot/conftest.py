@@ -4,6 +4,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_redirect import endpoints
 from tests.fakes.telegram_api import FakeBotApi
 
 
@@ -12,5 +14,16 @@ async def api() -> AsyncIterator[FakeBotApi]:
     """A fake Telegram Bot API server on loopback."""
     fake = FakeBotApi()
     await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def fake_discord(monkeypatch) -> AsyncIterator[FakeDiscord]:
+    """A fake Discord (REST and gateway) on loopback, discord.py pointed at it."""
+    fake = FakeDiscord()
+    await fake.start()
+    for owner, name, value in endpoints(fake.api_base, fake.gateway_url):
+        monkeypatch.setattr(owner, name, value)  # for this test only
     yield fake
     await fake.stop()

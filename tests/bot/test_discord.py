@@ -7,7 +7,6 @@ import asyncio
 import csv
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -16,8 +15,14 @@ from bot.metrics import Metrics
 from engine.batcher import EngineBusy
 from engine.query_store import QueryStore
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES
-from tests.fakes.discord_api import APP_ID, FakeDiscord
-from tests.fakes.discord_redirect import endpoints
+from tests.fakes.discord_api import (
+    APP_ID,
+    followup,
+    gallery_titles,
+    page_button,
+    start_bot,
+    walk,
+)
 from tests.fakes.hostile_images import png_bomb
 
 with DEMO_CATALOG.open(newline="") as _handle:
@@ -32,61 +37,10 @@ def photo(name: str = "dress-1.jpg") -> bytes:
 
 
 @pytest.fixture
-async def fake_discord(monkeypatch) -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    for owner, name, value in endpoints(fake.api_base, fake.gateway_url):
-        monkeypatch.setattr(owner, name, value)  # for this test only
-    yield fake
-    await fake.stop()
-
-
-async def start_bot(engine, settings, fake: FakeDiscord, **discord_settings: Any) -> DiscordBot:
-    limits = discord_settings.pop("limits", {"searches_per_minute": 1000})
-    configured = settings.with_overrides(
-        discord={
-            "media_hosts": "127.0.0.1",
-            "allow_loopback_media": True,
-            **discord_settings,
-        },
-        limits=limits,
-    )
-    bot = DiscordBot(engine, configured, "fake.discord.token-not-real")
-    await bot.start(timeout_s=30)
-    return bot
-
-
-@pytest.fixture
 async def discord_bot(engine, settings, fake_discord) -> AsyncIterator[DiscordBot]:
-    bot = await start_bot(engine, settings, fake_discord)
+    bot = await start_bot(engine, settings)
     yield bot
     await bot.stop()
-
-
-def walk(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found = []
-    for component in components:
-        found.append(component)
-        found += walk(component.get("components", []))
-        if "accessory" in component:
-            found.append(component["accessory"])
-    return found
-
-
-def gallery_titles(call) -> list[str]:
-    texts = [c["content"] for c in walk(call.payload["components"]) if c["type"] == 10]
-    return [text.split("**")[1].split(". ", 1)[1] for text in texts if text.startswith("**")]
-
-
-def page_button(call, label: str) -> str | None:
-    for component in walk(call.payload["components"]):
-        if component["type"] == 2 and component.get("label") == label and "custom_id" in component:
-            return component["custom_id"]
-    return None
-
-
-async def followup(fake: FakeDiscord, count: int = 1):
-    return (await fake.wait_for("POST", f"/webhooks/{APP_ID}/", count))[count - 1]
 
 
 async def test_commands_are_synced_and_only_needed_intents_used(discord_bot, fake_discord) -> None:
@@ -132,14 +86,14 @@ async def test_count_category_and_refine_options(discord_bot, fake_discord) -> N
 async def test_more_like_this_pages_without_repeats_even_after_a_restart(
     engine, settings, fake_discord
 ) -> None:
-    first_bot = await start_bot(engine, settings, fake_discord)
+    first_bot = await start_bot(engine, settings)
     try:
         await fake_discord.interact(fake_discord.similar(photo("skirt-5.jpg")))
         first = await followup(fake_discord)
         more = page_button(first, "More like this")
     finally:
         await first_bot.stop()
-    second_bot = await start_bot(engine, settings, fake_discord)  # a restarted process
+    second_bot = await start_bot(engine, settings)  # a restarted process
     try:
         seen = gallery_titles(first)
         replies, shown = 1, first
@@ -229,7 +183,7 @@ async def test_bad_attachments_get_an_ephemeral_message(
 
 
 async def test_cooldown_says_how_long_to_wait(engine, settings, fake_discord) -> None:
-    bot = await start_bot(engine, settings, fake_discord, limits={"searches_per_minute": 1})
+    bot = await start_bot(engine, settings, limits={"searches_per_minute": 1})
     try:
         await fake_discord.interact(fake_discord.similar(photo()))
         await followup(fake_discord)
@@ -260,7 +214,7 @@ async def test_busy_and_unexpected_errors_get_short_answers(
 
 
 async def test_embeds_reply_style_has_distinct_urls(engine, settings, fake_discord) -> None:
-    bot = await start_bot(engine, settings, fake_discord, reply_style="embeds", ephemeral=True)
+    bot = await start_bot(engine, settings, reply_style="embeds", ephemeral=True)
     try:
         payload = fake_discord.similar(photo("t-shirt-3.jpg"), count=8)
         await fake_discord.interact(payload)
@@ -298,7 +252,7 @@ async def test_gateway_heartbeat_is_not_blocked_by_searches(discord_bot, fake_di
 async def test_commands_sync_to_a_test_guild_when_configured(
     engine, settings, fake_discord
 ) -> None:
-    bot = await start_bot(engine, settings, fake_discord, test_guild_id=987654321)
+    bot = await start_bot(engine, settings, test_guild_id=987654321)
     try:
         synced = fake_discord.rest("PUT", f"/applications/{APP_ID}/guilds/987654321/commands")
         assert {c["name"] for c in synced[0].payload} == {
@@ -311,7 +265,7 @@ async def test_commands_sync_to_a_test_guild_when_configured(
 
 
 async def test_discord_429s_are_waited_out_and_counted(engine, settings, fake_discord) -> None:
-    bot = await start_bot(engine, settings, fake_discord)
+    bot = await start_bot(engine, settings)
     metrics = Metrics(engine)
     bot.metrics = metrics
     try:

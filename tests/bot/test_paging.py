@@ -11,6 +11,7 @@ import pytest
 from bot.flow import Results
 from bot.paging import (
     MAX_GARMENT,
+    MAX_GARMENT_KIND_CHARS,
     MAX_OFFSET,
     MAX_TOKEN_BYTES,
     BadToken,
@@ -31,11 +32,30 @@ CATEGORIES = ["dress", "x" * 300, "ünïcødé-category-" * 10, "👗" * 50]
 
 
 @pytest.mark.parametrize("category", [None, *CATEGORIES])
-def test_the_worst_case_token_fits_telegram_and_round_trips(category: str | None) -> None:
-    token = PageToken(KEY, MAX_OFFSET, Mode.SURPRISE, category, MAX_GARMENT)
+@pytest.mark.parametrize("kind", [None, "t-shirt", "x" * MAX_GARMENT_KIND_CHARS])
+def test_the_worst_case_token_fits_telegram_and_round_trips(
+    category: str | None, kind: str | None
+) -> None:
+    token = PageToken(KEY, MAX_OFFSET, Mode.SURPRISE, category, MAX_GARMENT, kind)
     data = encode_token(token)
     assert len(data.encode()) <= MAX_TOKEN_BYTES == 64
     assert decode_token(data, CATEGORIES) == token
+
+
+def test_every_page_of_a_garment_stays_on_that_garment() -> None:
+    shoes = PageToken(KEY, 0, Mode.NORMAL, None, 2, "shoes")
+    results = Results(SearchPage(HITS, 0, True, query_key=KEY), shoes)
+    assert results.garment_kind == "shoes"
+    for token in (results.more(), results.surprise(), results.only("dress")):
+        assert token is not None and (token.garment, token.garment_kind) == (2, "shoes")
+        assert decode_token(encode_token(token), CATEGORIES) == token
+    assert Results(SearchPage(HITS, 0, True, query_key=KEY), PageToken(KEY)).garment_kind is None
+
+
+@pytest.mark.parametrize("kind", ["Shoes", "x" * (MAX_GARMENT_KIND_CHARS + 1), "sh oes", "-x"])
+def test_garment_kinds_that_no_finder_names_are_not_encoded(kind: str) -> None:
+    with pytest.raises(ValueError):
+        encode_token(PageToken(KEY, 0, Mode.NORMAL, None, 2, kind))
 
 
 def test_a_filter_follows_the_category_name_not_its_position() -> None:
@@ -66,6 +86,10 @@ def test_buttons_sent_before_the_codec_still_decode() -> None:
         f"fb1:{KEY}:6:x:-:-",
         f"fb1:{KEY}:6:n:{category_digest('not in the catalog')}:-",
         f"fb1:{KEY}:6:n:-:100",
+        f"fb1:{KEY}:6:n:-:2SHOES",
+        f"fb1:{KEY}:6:n:-:shoes",
+        f"fb1:{KEY}:6:n:-:2{'x' * (MAX_GARMENT_KIND_CHARS + 1)}",
+        f"fb1:{KEY}:6:n:-:-shoes",
         f"fb1:{KEY}:6:n:-:-\n",
         "p:6:1",
         "fb:p:short:1:0:0",

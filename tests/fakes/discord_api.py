@@ -17,6 +17,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bot.discord_bot import DiscordBot
+from bot.settings import BotSettings
+from engine.search import Engine
 from tests.fakes.loopback import LoopbackServer
 
 APP_ID = "1100000000000000001"
@@ -435,3 +438,51 @@ class FakeDiscord(LoopbackServer):
         if call.method == "DELETE":
             return web.Response(status=204)
         return _json({})
+
+
+def walk(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every component of a message, nested ones and section accessories included."""
+    found = []
+    for component in components:
+        found.append(component)
+        found += walk(component.get("components", []))
+        if "accessory" in component:
+            found.append(component["accessory"])
+    return found
+
+
+def gallery_titles(call: RestCall) -> list[str]:
+    """The product titles of a gallery reply, in order."""
+    texts = [c["content"] for c in walk(call.payload["components"]) if c["type"] == 10]
+    return [text.split("**")[1].split(". ", 1)[1] for text in texts if text.startswith("**")]
+
+
+def page_button(call: RestCall, label: str) -> str | None:
+    """The custom id of the reply's button labelled `label`."""
+    for component in walk(call.payload["components"]):
+        if component["type"] == 2 and component.get("label") == label and "custom_id" in component:
+            return component["custom_id"]
+    return None
+
+
+async def followup(fake: FakeDiscord, count: int = 1) -> RestCall:
+    """The `count`-th message the bot sent as an interaction follow-up."""
+    return (await fake.wait_for("POST", f"/webhooks/{APP_ID}/", count))[count - 1]
+
+
+async def start_bot(engine: Engine, settings: BotSettings, **discord_settings: Any) -> DiscordBot:
+    """A Discord bot on the fake Discord the `fake_discord` fixture points discord.py at:
+    media from its loopback host allowed, searches not rate limited unless `limits` is
+    given."""
+    limits = discord_settings.pop("limits", {"searches_per_minute": 1000})
+    configured = settings.with_overrides(
+        discord={
+            "media_hosts": "127.0.0.1",
+            "allow_loopback_media": True,
+            **discord_settings,
+        },
+        limits=limits,
+    )
+    bot = DiscordBot(engine, configured, "fake.discord.token-not-real")
+    await bot.start(timeout_s=30)
+    return bot

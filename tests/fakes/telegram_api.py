@@ -305,6 +305,9 @@ class FakeBotApi(LoopbackServer):
             return [u for u in self._updates if u["update_id"] >= offset]
 
         async with self._new_update:
+            # As Telegram does: asking from `offset` confirms every earlier update, which
+            # no later getUpdates (a restarted bot's) returns again.
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
             if not pending() and wait:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new_update.wait_for(lambda: bool(pending())), wait)
