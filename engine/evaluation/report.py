@@ -83,7 +83,7 @@ def _markdown(summary: dict[str, object], run: Run, k: int) -> str:
             f"{markdown_text(h.product.title)} \\[{markdown_text(h.product.category)}\\]"
             for h in outcome.hits[:k]
         )
-        expected = markdown_text(outcome.query.category or outcome.query.product_id)
+        expected = markdown_text(outcome.query.category or outcome.query.product_id or "")
         lines.append(f"- **{markdown_text(outcome.query.name)}** ({expected}): {results}")
     return "\n".join(lines) + "\n"
 
