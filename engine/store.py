@@ -51,6 +51,7 @@ SKIPPED_FILE = "skipped.csv"
 CHECKSUMMED_FILES = (VECTORS_FILE, ANN_FILE, CATALOG_FILE)
 # Written only when the catalog allows (a probe needs categories); checksummed when there.
 OPTIONAL_FILES = (PROBE_FILE,)
+READ_ONLY_MODE = 0o444
 _BUILD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -224,6 +225,7 @@ def publish(index_dir: Path, tmp_build_dir: Path, build_id: str, keep_builds: in
     for name in (*CHECKSUMMED_FILES, *OPTIONAL_FILES, MANIFEST_FILE):
         with contextlib.suppress(FileNotFoundError):
             _fsync(tmp_build_dir / name)
+    _make_read_only(tmp_build_dir)
     tmp_build_dir.rename(final)
     pointer_tmp = index_dir / f".{CURRENT_FILE}.{os.getpid()}.tmp"
     pointer_tmp.write_text(build_id + "\n", encoding="utf-8")
@@ -231,6 +233,15 @@ def publish(index_dir: Path, tmp_build_dir: Path, build_id: str, keep_builds: in
     pointer_tmp.replace(index_dir / CURRENT_FILE)
     _prune_builds(builds, keep=build_id, keep_count=keep_builds)
     return final
+
+
+def _make_read_only(build_dir: Path) -> None:
+    """A served build's graph and vectors are memory-mapped: a file edited or truncated in
+    place would crash the server (SIGBUS). Read-only modes say so to people and tools; the
+    folder stays writable so old builds can be pruned."""
+    for path in build_dir.iterdir():
+        if path.is_file():
+            path.chmod(READ_ONLY_MODE)
 
 
 def _prune_builds(builds: Path, keep: str, keep_count: int) -> None:

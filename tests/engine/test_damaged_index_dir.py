@@ -16,7 +16,13 @@ import index_builder
 from engine.embedder import model_identity
 from engine.index import open_index
 from engine.serving import ServedIndex
-from engine.store import CATALOG_FILE, CURRENT_FILE, MANIFEST_FILE, current_build_dir
+from engine.store import (
+    CATALOG_FILE,
+    CURRENT_FILE,
+    MANIFEST_FILE,
+    READ_ONLY_MODE,
+    current_build_dir,
+)
 from tests.conftest import DEMO_IMAGES, make_settings
 
 
@@ -55,6 +61,7 @@ def damage_manifest_files(index_dir: Path, files: dict[str, str]) -> None:
     path = current_build_dir(index_dir) / MANIFEST_FILE  # type: ignore[operator]
     manifest = json.loads(path.read_text())
     manifest["files"] = files
+    path.chmod(0o644)  # published builds are read-only
     path.write_text(json.dumps(manifest))
 
 
@@ -82,6 +89,14 @@ def test_a_damaged_index_dir_is_one_line_of_error(
     assert query(index_dir) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "\n" not in error and words in error, error
+
+
+async def test_published_builds_are_read_only(index_dir: Path) -> None:
+    build = current_build_dir(index_dir)
+    assert build is not None
+    modes = {p.name: p.stat().st_mode & 0o777 for p in build.iterdir()}
+    assert MANIFEST_FILE in modes and CATALOG_FILE in modes
+    assert set(modes.values()) == {READ_ONLY_MODE}
 
 
 async def test_the_reload_watcher_survives_garbage_and_takes_the_next_build(
