@@ -27,6 +27,12 @@ from engine.catalog import ImageRecord
 from engine.config import Settings
 from engine.embedder import Embedder, model_identity
 from engine.index import IndexLoadError, open_index
+from engine.ingest.disk_space import (
+    build_bytes,
+    disk_full_message,
+    is_disk_full,
+    surely_too_little,
+)
 from engine.ingest.feed import Feed, Skipped, read_feed
 from engine.ingest.feed_image import FeedImage, ImageStatus, feed_images
 from engine.ingest.fetch import FetchSettings, ImageFetcher
@@ -259,6 +265,11 @@ def _write_and_publish(
     build_id = new_build_id()
     tmp_dir = index_dir / BUILDS_DIR / f".tmp-{build_id}"
     tmp_dir.mkdir(parents=True)
+    dim = int(built.rows[0].shape[0])
+    needed = build_bytes(len(built.rows), dim, len(built.products))
+    if surely_too_little(tmp_dir, len(built.rows), dim):
+        tmp_dir.rmdir()
+        raise BuildError(disk_full_message(index_dir, needed))
     try:
         write_build_files(
             tmp_dir,
@@ -282,8 +293,11 @@ def _write_and_publish(
         )
         finish_build(tmp_dir, manifest)
         return publish(index_dir, tmp_dir, build_id, settings.build.keep_builds)
-    except BaseException:
+    except BaseException as exc:
+        disk_full = is_disk_full(exc, index_dir)
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if disk_full:
+            raise BuildError(disk_full_message(index_dir, needed)) from None
         raise
 
 
