@@ -301,7 +301,9 @@ def build_throughput(architecture: str, images: int, scratch: Path) -> dict[str,
             writer.writerow([f"B{n}", f"https://s.example/{n}", str(photo), photo.parent.name])
     embedder = random_embedder(architecture)
     settings = load_settings(DEFAULT_CONFIG_PATH, environ={}).with_overrides(
-        index={"dir": str(scratch / "build-index")}, search={"query_store": ""}
+        index={"dir": str(scratch / "build-index")},
+        search={"query_store": ""},
+        build={"image_roots": [str(DATASET)]},  # the feed names the dataset's photos
     )
     started = time.perf_counter()
     report = asyncio.run(

@@ -241,7 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     products = write_catalog(args.dataset / "train", catalog)
     built = {
         preprocess: build(
-            base.with_overrides(model={"preprocess": preprocess}),
+            # The feed lists the dataset's photos by absolute path: allowed explicitly.
+            base.with_overrides(
+                model={"preprocess": preprocess},
+                build={"image_roots": [str(args.dataset.resolve())]},
+            ),
             catalog,
             scratch / f"index-{preprocess}",
         )

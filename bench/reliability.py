@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.hostile_bots import forged_and_flooding
+from bench.hostile_catalog import hostile_catalog
 from bot.settings import load_bot_settings
 from bot.telegram_bot import TelegramBot
 from engine.config import DEFAULT_CONFIG_PATH
@@ -178,6 +179,9 @@ async def main(users: int, out: Path) -> None:
                 "Bot API faults (each injected once, for one shopper)": await faults(engine),
                 "Forged pages, floods, undeclared sizes, huge pictures": await forged_and_flooding(
                     engine
+                ),
+                "A hostile catalog (index_builder.py build, each row's skip reason)": (
+                    await hostile_catalog(settings, embedder)
                 ),
             }
         finally:

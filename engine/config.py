@@ -42,6 +42,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from engine.net_safety import parse_allowed_host
+
 ENV_PREFIX = "FASHIONBOT_"
 ENV_NESTED_DELIMITER = "__"
 CONFIG_ENV = "FASHIONBOT_CONFIG"
@@ -162,6 +164,22 @@ class BuildSettings(Section):
     # with GPUs, every CPU not driving a GPU).
     ray_cpus_per_actor: PositiveInt = 4
     ray_decode_workers: NonNegativeInt = 0
+    # Local image paths are read only under the catalog's folder and these folders (a
+    # feed cannot make the build read /etc or a home folder and index it for shoppers).
+    image_roots: list[str] = Field(default_factory=list)
+    # Downloads go to public addresses only; these hosts or networks ("images.internal",
+    # "10.0.0.0/8") are allowed besides.
+    allow_private_hosts: list[str] = Field(default_factory=list)
+    # A cached download older than this is revalidated with the server (ETag /
+    # Last-Modified) before a build uses it; 0 = every build.
+    cache_max_age_s: NonNegativeFloat = 7 * 24 * 3600.0
+
+    @field_validator("allow_private_hosts")
+    @classmethod
+    def _hosts_or_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            parse_allowed_host(entry)  # its ValueError names the entry
+        return entries
 
 
 # Catalog category names that mean a garment finder class (engine/garments.py), compared

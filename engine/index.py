@@ -20,15 +20,15 @@ from engine.store import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     VECTORS_FILE,
+    IndexLoadError,
     Manifest,
     ModelIdentity,
+    check_build_files,
     current_build_dir,
     file_sha256,
 )
 
-
-class IndexLoadError(RuntimeError):
-    """An index that must not be served: missing, corrupt, or built with another model."""
+__all__ = ["IndexLoadError", "VectorIndex", "open_index"]
 
 
 class VectorIndex:
@@ -114,6 +114,7 @@ def open_index(
         manifest = Manifest.from_json((build_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (ValueError, TypeError, KeyError) as exc:
         raise IndexLoadError(f"Index manifest in {build_dir} is unreadable: {exc}") from None
+    check_build_files(build_dir, manifest)
     if manifest.format_version != FORMAT_VERSION:
         raise IndexLoadError(
             f"Index in {build_dir} has format {manifest.format_version}; this version reads "

@@ -49,10 +49,23 @@ class ServedIndex:
 
     async def watch(self, interval_s: float) -> None:
         """Switch to each newly published build, checking every `interval_s` seconds.
-        A build that cannot be served is logged and the current one stays."""
+        Whatever goes wrong is logged (once until it changes) and the current build stays
+        served; the watching goes on, so the next good build is still picked up."""
+        last_problem = ""
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await asyncio.to_thread(self.reload_if_changed)
             except IndexLoadError as exc:
-                log.error("not switching to the new index: %s", exc)
+                problem = str(exc)
+                if problem != last_problem:
+                    log.error("not switching to the new index: %s", problem)
+            except Exception as exc:  # the watcher must outlive any one bad state
+                problem = repr(exc)
+                if problem != last_problem:
+                    log.exception(
+                        "the index reload watcher failed; still serving %s", self._index.build_dir
+                    )
+            else:
+                problem = ""
+            last_problem = problem

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable
@@ -50,6 +51,8 @@ SKIPPED_FILE = "skipped.csv"
 CHECKSUMMED_FILES = (VECTORS_FILE, ANN_FILE, CATALOG_FILE)
 # Written only when the catalog allows (a probe needs categories); checksummed when there.
 OPTIONAL_FILES = (PROBE_FILE,)
+READ_ONLY_MODE = 0o444
+_BUILD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,53 @@ def new_build_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 100000:05d}"
 
 
+class IndexLoadError(RuntimeError):
+    """An index that must not be served: missing, corrupt, or built with another model."""
+
+
 def current_build_dir(index_dir: Path) -> Path | None:
+    """The folder CURRENT names under builds/; None when there is no CURRENT (or it is
+    empty). IndexLoadError when it holds anything but a build id."""
     pointer = index_dir / CURRENT_FILE
     if not pointer.is_file():
         return None
-    build_id = pointer.read_text(encoding="utf-8").strip()
-    return index_dir / BUILDS_DIR / build_id if build_id else None
+    try:
+        build_id = pointer.read_bytes().decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise IndexLoadError(f"{pointer} holds binary bytes, not a build id") from None
+    except OSError as exc:
+        raise IndexLoadError(f"{pointer} cannot be read: {exc.strerror or exc}") from None
+    if not build_id:
+        return None
+    # A plain folder name: no path (absolute, "..", "/") can point the server elsewhere.
+    if not _BUILD_ID.fullmatch(build_id):
+        raise IndexLoadError(
+            f"{pointer} names {build_id[:80]!r}, which is not a build id (a folder name "
+            f"under {index_dir / BUILDS_DIR})"
+        )
+    return index_dir / BUILDS_DIR / build_id
+
+
+def check_build_files(build_dir: Path, manifest: Manifest) -> None:
+    """Every file the format requires is listed in the manifest, nothing else is, and
+    each listed file is there (a checksum check can only be as good as the list)."""
+    listed = set(manifest.files) if isinstance(manifest.files, dict) else set()
+    unlisted = [name for name in CHECKSUMMED_FILES if name not in listed]
+    if unlisted:
+        raise IndexLoadError(
+            f"Index manifest in {build_dir} lists no checksum for {', '.join(unlisted)}; "
+            "rebuild the index."
+        )
+    unknown = sorted(listed - set(CHECKSUMMED_FILES) - set(OPTIONAL_FILES))
+    if unknown:
+        raise IndexLoadError(
+            f"Index manifest in {build_dir} lists unknown files ({', '.join(unknown[:3])})"
+        )
+    missing = [name for name in sorted(listed) if not (build_dir / name).is_file()]
+    if missing:
+        raise IndexLoadError(
+            f"Index in {build_dir} is missing {', '.join(missing)}; rebuild the index."
+        )
 
 
 def write_build_files(
@@ -184,6 +228,7 @@ def publish(index_dir: Path, tmp_build_dir: Path, build_id: str, keep_builds: in
     for name in (*CHECKSUMMED_FILES, *OPTIONAL_FILES, MANIFEST_FILE):
         with contextlib.suppress(FileNotFoundError):
             _fsync(tmp_build_dir / name)
+    _make_read_only(tmp_build_dir)
     tmp_build_dir.rename(final)
     pointer_tmp = index_dir / f".{CURRENT_FILE}.{os.getpid()}.tmp"
     pointer_tmp.write_text(build_id + "\n", encoding="utf-8")
@@ -191,6 +236,15 @@ def publish(index_dir: Path, tmp_build_dir: Path, build_id: str, keep_builds: in
     pointer_tmp.replace(index_dir / CURRENT_FILE)
     _prune_builds(builds, keep=build_id, keep_count=keep_builds)
     return final
+
+
+def _make_read_only(build_dir: Path) -> None:
+    """A served build's graph and vectors are memory-mapped: a file edited or truncated in
+    place would crash the server (SIGBUS). Read-only modes say so to people and tools; the
+    folder stays writable so old builds can be pruned."""
+    for path in build_dir.iterdir():
+        if path.is_file():
+            path.chmod(READ_ONLY_MODE)
 
 
 def _prune_builds(builds: Path, keep: str, keep_count: int) -> None:

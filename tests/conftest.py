@@ -43,7 +43,10 @@ def make_settings(tiny_model_files: tuple[Path, Path], index_dir: Path, **sectio
     # want; the probe is tested with the real imagenet-lite0 model.
     search = {"query_store": "", "category_probe": False}
     search.update(sections.pop("search", {}))
-    return base.with_overrides(model=model, index=index, search=search, **sections)
+    # Test feeds in tmp folders list the demo photos by absolute path (tests/fakes/demo.py).
+    build = {"image_roots": [str(DEMO_IMAGES)]}
+    build.update(sections.pop("build", {}))
+    return base.with_overrides(model=model, index=index, search=search, build=build, **sections)
 
 
 @pytest.fixture(scope="session")

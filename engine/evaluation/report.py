@@ -6,12 +6,17 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from engine.evaluation.runner import Outcome, Run
+
+# Inline Markdown: emphasis, code, links and images, tables, strikethrough. (Line-start
+# syntax cannot apply: catalog text never starts a line of the report.)
+_MARKDOWN_PUNCTUATION = re.compile(r"[\\`*_\[\]()!|~]")
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -74,10 +79,20 @@ def _markdown(summary: dict[str, object], run: Run, k: int) -> str:
         "",
     ]
     for outcome in worst(run, k):
-        results = ", ".join(f"{h.product.title} [{h.product.category}]" for h in outcome.hits[:k])
-        expected = outcome.query.category or outcome.query.product_id
-        lines.append(f"- **{outcome.query.name}** ({expected}): {results}")
+        results = ", ".join(
+            f"{markdown_text(h.product.title)} \\[{markdown_text(h.product.category)}\\]"
+            for h in outcome.hits[:k]
+        )
+        expected = markdown_text(outcome.query.category or outcome.query.product_id or "")
+        lines.append(f"- **{markdown_text(outcome.query.name)}** ({expected}): {results}")
     return "\n".join(lines) + "\n"
+
+
+def markdown_text(text: str) -> str:
+    """Catalog text shown as itself in Markdown: HTML escaped (renderers pass raw HTML
+    through), Markdown's punctuation backslash-escaped, line breaks as spaces."""
+    flat = " ".join(text.split())
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\g<0>", html.escape(flat, quote=False))
 
 
 def _html(summary: dict[str, object], run: Run, k: int) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import re
@@ -12,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.ingest.csv_records import CsvHeaderError, CsvRecords
+from engine.ingest.shop_url import shop_url_problem
 from engine.types import CANONICAL_COLUMNS, Product
 
 log = logging.getLogger(__name__)
@@ -116,28 +116,20 @@ def _json_lines_rows(text: str) -> Iterator[_Row]:
         yield _Row(number, record)
 
 
-def _csv_dialect(sample: str) -> Any:
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-    except csv.Error:
-        return csv.excel
-    # '|' separates images inside a cell, never columns
-    return csv.excel if dialect.delimiter == "|" else dialect
-
-
-def _csv_rows(text: str, require: Callable[[list[str]], None]) -> Iterator[_Row]:
+def _csv_rows(feed_name: str, text: str, require: Callable[[list[str]], None]) -> Iterator[_Row]:
     """CSV with a header row, in whichever delimiter the file uses; `require` checks the
-    header before the first complete row is read."""
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=_csv_dialect(text[:8192]))
-    checked = False
-    for number, record in enumerate(reader, start=1):
-        if None in record:  # more cells than header columns
-            yield _Row(number, None, "more cells than the header has columns")
-            continue
-        if not checked:
-            require([k for k in record if k])
-            checked = True
-        yield _Row(number, record)
+    header before any row is read. A broken record costs only its own row."""
+    try:
+        records = CsvRecords(text)
+    except CsvHeaderError as exc:
+        raise FeedError(f"catalog {feed_name}: {exc}") from None
+    header = records.header
+    require([name for name in header if name])
+    for record in records:
+        if record.cells is None:
+            yield _Row(record.number, None, record.error)
+        else:
+            yield _Row(record.number, dict(zip(header, record.cells, strict=False)))
 
 
 class _Columns:
@@ -172,7 +164,7 @@ def _rows(path: Path, text: str, columns: _Columns) -> Iterator[_Row]:
     """The feed's rows, read by the reader for its format (by file suffix)."""
     if path.suffix.lower() in JSON_LINES_SUFFIXES:
         return _json_lines_rows(text)
-    return _csv_rows(text, columns.require)
+    return _csv_rows(path.name, text, columns.require)
 
 
 def _read_text(path: Path) -> tuple[str, str]:
@@ -226,9 +218,7 @@ def _unusable(
         return f"duplicate product_id (first seen in row {first_row_of[product_id]})"
     if not images:
         return "no image"
-    if not url.lower().startswith(("http://", "https://")):
-        return "url is not an http(s) shop link" if url else "missing url (shop link)"
-    return ""
+    return shop_url_problem(url)
 
 
 def _product(

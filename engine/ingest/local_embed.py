@@ -21,7 +21,7 @@ from engine.config import Settings
 from engine.embedder import Embedder
 from engine.images import ImageError
 from engine.ingest.feed_image import FeedImage, ImageStatus
-from engine.ingest.fetch import FetchError, ImageFetcher
+from engine.ingest.fetch import FetchError, ImageFetcher, keep_in_cache
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,13 @@ class LocalEmbedding:
             image.fetched(hashlib.sha256(fetched.data).hexdigest(), fetched.local_path)
             stored = self._reuse(image.digest)
             if stored is not None:
+                await asyncio.to_thread(keep_in_cache, fetched)
                 image.reused(stored)
                 self._progress.update()
                 return
             loop = asyncio.get_running_loop()
             pixels = await loop.run_in_executor(self._decode_pool, self._decode, fetched.data)
+            await asyncio.to_thread(keep_in_cache, fetched)  # only what decodes is cached
             image.status = ImageStatus.EMBED
             await self._ready.put((image, pixels))
         except (FetchError, ImageError) as exc:

@@ -27,6 +27,12 @@ from engine.catalog import ImageRecord
 from engine.config import Settings
 from engine.embedder import Embedder, model_identity
 from engine.index import IndexLoadError, open_index
+from engine.ingest.disk_space import (
+    build_bytes,
+    disk_full_message,
+    is_disk_full,
+    surely_too_little,
+)
 from engine.ingest.feed import Feed, Skipped, read_feed
 from engine.ingest.feed_image import FeedImage, ImageStatus, feed_images
 from engine.ingest.fetch import FetchSettings, ImageFetcher
@@ -53,6 +59,9 @@ from engine.types import Product
 
 log = logging.getLogger(__name__)
 
+FAILED_BUILD_SKIPPED_FILE = "skipped-failed-build.csv"
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
 
 class BuildError(RuntimeError):
     """The build cannot go on (another build running, nothing usable in the feed)."""
@@ -76,8 +85,10 @@ async def build_index(
         feed = read_feed(catalog_path, settings.catalog.columns)
         images = feed_images(feed.items)
         if not images:
+            report = _write_failed_skipped(index_dir, feed.skipped)
             raise BuildError(
-                f"{catalog_path} has no usable product rows ({len(feed.skipped)} skipped)"
+                f"{catalog_path} has no usable product rows ({len(feed.skipped)} skipped; "
+                f"each row's reason is in {report})"
             )
         reuse = _previous_build(index_dir, embedder)
         sources = _Sources.of(settings, catalog_path, index_dir)
@@ -93,8 +104,10 @@ async def build_index(
                 )
         built = _assemble(feed, images)
         if not built.rows:
-            raise BuildError("no image in the catalog could be used; see skipped.csv reasons")
+            report = _write_failed_skipped(index_dir, built.skipped)
+            raise BuildError(f"no image in the catalog could be used; the reasons are in {report}")
         final_dir = _write_and_publish(index_dir, built, settings, embedder, catalog_path, started)
+        (index_dir / FAILED_BUILD_SKIPPED_FILE).unlink(missing_ok=True)  # an earlier failure's
     return BuildReport(
         final_dir.name,
         final_dir,
@@ -123,7 +136,8 @@ class _Sources:
         cache_dir = (
             settings.resolve_path(build.cache_dir) if build.cache_dir else index_dir / "cache"
         )
-        return cls(catalog_path.parent, cache_dir, FetchSettings.from_settings(build))
+        roots = tuple(settings.resolve_path(root) for root in build.image_roots)
+        return cls(catalog_path.parent, cache_dir, FetchSettings.from_settings(build, roots))
 
 
 async def _embed_here(
@@ -251,6 +265,11 @@ def _write_and_publish(
     build_id = new_build_id()
     tmp_dir = index_dir / BUILDS_DIR / f".tmp-{build_id}"
     tmp_dir.mkdir(parents=True)
+    dim = int(built.rows[0].shape[0])
+    needed = build_bytes(len(built.rows), dim, len(built.products))
+    if surely_too_little(tmp_dir, len(built.rows), dim):
+        tmp_dir.rmdir()
+        raise BuildError(disk_full_message(index_dir, needed))
     try:
         write_build_files(
             tmp_dir,
@@ -274,8 +293,11 @@ def _write_and_publish(
         )
         finish_build(tmp_dir, manifest)
         return publish(index_dir, tmp_dir, build_id, settings.build.keep_builds)
-    except BaseException:
+    except BaseException as exc:
+        disk_full = is_disk_full(exc, index_dir)
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if disk_full:
+            raise BuildError(disk_full_message(index_dir, needed)) from None
         raise
 
 
@@ -339,9 +361,25 @@ def _previous_build(index_dir: Path, embedder: Embedder) -> _PreviousBuild:
         previous.close()  # the catalog; the vectors stay memory-mapped
 
 
+def _write_failed_skipped(index_dir: Path, skipped: list[Skipped]) -> Path:
+    """The skip report of a build that published nothing: beside builds/, replaced by the
+    next failed build (a published build keeps its own in its folder)."""
+    path = index_dir / FAILED_BUILD_SKIPPED_FILE
+    _write_skipped(path, skipped)
+    return path
+
+
 def _write_skipped(path: Path, skipped: list[Skipped]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "product_id", "image", "reason"])
         for s in sorted(skipped, key=lambda s: (s.row, s.image)):
-            writer.writerow([s.row, s.product_id, s.image, s.reason])
+            writer.writerow(
+                [s.row, *(spreadsheet_safe(c) for c in (s.product_id, s.image, s.reason))]
+            )
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A cell a spreadsheet shows as text: one that would start a formula (=, +, -, @, or
+    a tab or carriage return before one) gets a leading apostrophe."""
+    return f"'{cell}" if cell.startswith(_FORMULA_STARTS) else cell

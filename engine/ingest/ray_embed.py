@@ -23,7 +23,7 @@ from engine.config import ImageSettings, ModelSettings
 from engine.embedder import ImagePreprocessor, load_embedder
 from engine.images import ImageError
 from engine.ingest.feed_image import ImageStatus
-from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
+from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher, keep_in_cache
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class FetchAndDecode:
             return skipped, "", "", f"unexpected error: {fetched!r}", b""
         digest = hashlib.sha256(fetched.data).hexdigest()
         if digest in self.context.known_digests:
+            keep_in_cache(fetched)
             return ImageStatus.REUSED.value, digest, fetched.local_path, "", b""
         try:
             pixels = self.context.preprocessor.from_bytes(fetched.data, self.context.limits).numpy()
@@ -98,6 +99,7 @@ class FetchAndDecode:
             return skipped, digest, fetched.local_path, str(exc), b""
         except Exception as exc:  # one bad image never stops a build
             return skipped, digest, fetched.local_path, f"unexpected error: {exc!r}", b""
+        keep_in_cache(fetched)  # only what decodes is cached
         return ImageStatus.EMBED.value, digest, fetched.local_path, "", pixels.tobytes()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher
+from engine.ingest.fetch import FetchError, FetchSettings, ImageFetcher, keep_in_cache
 from tests.conftest import DEMO_IMAGES
 from tests.fakes.loopback import LoopbackServer
 
@@ -109,6 +109,7 @@ def fetcher(tmp_path: Path, **overrides) -> ImageFetcher:
             "retries": 2,
             "max_bytes": 1_000_000,
             "backoff_s": 0.01,
+            "allow_private_hosts": ("127.0.0.1",),  # the shop server is on loopback
         }
         | overrides
     )
@@ -119,6 +120,7 @@ async def test_download_is_cached_by_url(shop_server, tmp_path: Path) -> None:
     base, hits = shop_server
     async with fetcher(tmp_path) as fetch:
         first = await fetch.fetch(f"{base}/photo.jpg")
+        keep_in_cache(first)  # what the build does once the image decoded
         second = await fetch.fetch(f"{base}/photo.jpg")
     assert first.data == second.data == PHOTO
     assert hits["/photo.jpg"] == 1 and Path(second.local_path).is_file()

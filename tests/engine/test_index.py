@@ -140,6 +140,7 @@ def test_corrupted_file_is_detected_at_load(tmp_path: Path) -> None:
     ann = current_build_dir(tmp_path) / ANN_FILE
     data = bytearray(ann.read_bytes())
     data[len(data) // 2] ^= 0x55
+    ann.chmod(0o644)  # published builds are read-only
     ann.write_bytes(bytes(data))
     with pytest.raises(IndexLoadError, match="corrupted"):
         open_index(tmp_path)

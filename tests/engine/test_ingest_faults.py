@@ -68,7 +68,12 @@ async def test_faulty_feed_builds_and_reports_every_skip(
     settings = make_settings(
         tiny_model_files,
         index_dir,
-        build={"download_timeout_s": 1.0, "download_retries": 1, "max_image_bytes": 5_000_000},
+        build={
+            "download_timeout_s": 1.0,
+            "download_retries": 1,
+            "max_image_bytes": 5_000_000,
+            "allow_private_hosts": ["127.0.0.1"],  # the shop server is on loopback
+        },
     )
     try:
         report = await build_index(settings, feed, index_dir, embedder, show_progress=False)
