@@ -11,6 +11,8 @@ Layout of `index.dir`:
     builds/<id>/catalog.sqlite
     builds/<id>/category_probe.npz  the catalog's category classifier (engine.category),
                              when its products have categories
+    builds/<id>/colour.npz   each image's colour descriptor (engine.colour), when the
+                             build could read the images
     builds/<id>/skipped.csv  rows and images the build skipped, with the reason
     cache/                   downloaded images, keyed by URL (survives rebuilds)
 
@@ -35,6 +37,7 @@ import usearch
 
 from engine.catalog import CatalogWriter, ImageRecord
 from engine.category import PROBE_FILE, train_probe
+from engine.colour import COLOUR_FILE
 from engine.config import IndexSettings
 from engine.graph import GRAPH_METRIC, write_ann
 from engine.types import Product
@@ -48,8 +51,9 @@ ANN_FILE = "ann.usearch"
 CATALOG_FILE = "catalog.sqlite"
 SKIPPED_FILE = "skipped.csv"
 CHECKSUMMED_FILES = (VECTORS_FILE, ANN_FILE, CATALOG_FILE)
-# Written only when the catalog allows (a probe needs categories); checksummed when there.
-OPTIONAL_FILES = (PROBE_FILE,)
+# Written only when the catalog allows (a probe needs categories, colour descriptors need
+# the images' files); checksummed when there.
+OPTIONAL_FILES = (PROBE_FILE, COLOUR_FILE)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.catalog import ImageRecord
+from engine.colour import write_colour_file
 from engine.config import Settings
 from engine.embedder import Embedder, model_identity
 from engine.index import IndexLoadError, open_index
@@ -260,6 +261,7 @@ def _write_and_publish(
             settings.index,
             category_probe=settings.build.category_probe,
         )
+        write_colour_file(tmp_dir, built.records, settings)
         _write_skipped(tmp_dir / SKIPPED_FILE, built.skipped)
         manifest = Manifest(
             build_id=build_id,
