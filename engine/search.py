@@ -22,7 +22,7 @@ from engine.config import SearchSettings, Settings
 from engine.embedder import Embedder, load_embedder, model_identity
 from engine.garment_search import GarmentSearch, garment_queries
 from engine.index import VectorIndex
-from engine.query_encoder import QueryEncoder
+from engine.query_encoder import EncodedQuery, QueryEncoder
 from engine.query_store import QueryStore
 from engine.ranking import RankedImage, RankingParams, Reorder, rank
 from engine.serving import ServedIndex, open_configured_index
@@ -55,7 +55,7 @@ class Engine:
         self._cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-cpu")
         search = settings.search
         self.encoder = QueryEncoder(embedder, settings, self._cpu_pool)
-        self.garments = GarmentSearch(settings.garments, settings.images)
+        self.garments = GarmentSearch(settings.garments, settings.images, search.colour_weight > 0)
         self.batcher = self.encoder.batcher
         self._ranking = RankingParams.from_settings(search)
         self.warm = False
@@ -107,7 +107,7 @@ class Engine:
         one forward pass for all garments). Page on with each page's `query_key`."""
         results = []
         for query in await garment_queries(self, image):
-            key = await self.run_cpu(self.queries.put, query.vector)
+            key = await self.run_cpu(self.queries.put, query.vector, query.colour)
             self.garments.remember(key, query.category)
             results.append((query.garment, await self.search(query_key=key, k=k, filters=filters)))
         return results
@@ -123,7 +123,8 @@ class Engine:
             (text_vector,) = await self.encoder.embed_texts([text])
             vector = vector + self.settings.search.text_weight * text_vector
             vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-        key = await self.run_cpu(self.queries.put, vector.astype(np.float16).astype(np.float32))
+        rounded = vector.astype(np.float16).astype(np.float32)
+        key = await self.run_cpu(self.queries.put, rounded, query.colour)
         self.garments.remember(key, query.category)
         return key
 
@@ -140,7 +141,12 @@ class Engine:
     async def embed_query(self, images: Sequence[bytes], text: str | None) -> np.ndarray:
         """The query vector for photos (several are averaged: an album is one look), a
         text, or photos refined by a text."""
-        return await self.encoder.embed(images, text, self.settings.search.text_weight)
+        return (await self.encode_query(images, text)).vector
+
+    async def encode_query(self, images: Sequence[bytes], text: str | None) -> EncodedQuery:
+        """`embed_query`'s vector, with the photos' colour descriptor (when the colour
+        re-score is on)."""
+        return await self.encoder.encode(images, text, self.settings.search.text_weight)
 
     async def warm_up(self) -> None:
         """One image and one text through the worker, so the first shopper does not pay
@@ -340,7 +346,7 @@ class Engine:
                 self._cpu_pool, self.queries.get_with_colour, query_key
             )
             return vector, query_key, colour
-        encoded = await self.encoder.encode(photos, text, self.settings.search.text_weight)
+        encoded = await self.encode_query(photos, text)
         # Rounded as the query store keeps it, so a later page ranks identically.
         query = encoded.vector.astype(np.float16).astype(np.float32)
         key = await loop.run_in_executor(self._cpu_pool, self.queries.put, query, encoded.colour)

@@ -25,22 +25,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import usearch
 
-from engine.catalog import CatalogWriter, ImageRecord
+from engine.catalog import Catalog, CatalogWriter, ImageRecord
 from engine.category import PROBE_FILE, train_probe
-from engine.colour import COLOUR_FILE
-from engine.config import IndexSettings
+from engine.colour import COLOUR_FILE, ColourTable, colour_table
+from engine.config import IndexSettings, Settings
 from engine.graph import GRAPH_METRIC, write_ann
 from engine.types import Product
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CURRENT_FILE = "CURRENT"
@@ -156,6 +159,48 @@ def _write_category_probe(
     )
     if probe is not None:
         probe.save(build_dir / PROBE_FILE)
+
+
+def _previous_descriptors(index_dir: Path) -> dict[str, np.ndarray]:
+    """The served build's descriptors by image content digest (none when it has none,
+    of another version, damaged or unreadable): a rebuild decodes only new images."""
+    build_dir = current_build_dir(index_dir)
+    if build_dir is None or not (build_dir / COLOUR_FILE).is_file():
+        return {}
+    try:
+        manifest = Manifest.from_json((build_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+        if manifest.files.get(COLOUR_FILE) != file_sha256(build_dir / COLOUR_FILE):
+            raise ValueError(f"{COLOUR_FILE} does not match its checksum")
+        table = ColourTable.load(build_dir / COLOUR_FILE)
+        catalog = Catalog(build_dir / CATALOG_FILE)
+        try:
+            records = list(catalog.iter_images())
+        finally:
+            catalog.close()
+    except Exception as exc:  # a damaged old build must not stop a new one
+        log.info("not reusing the served build's colour descriptors: %s", exc)
+        return {}
+    if table is None:
+        return {}
+    return {
+        r.sha256: table.descriptors[r.key]
+        for r in records
+        if r.key < len(table.known) and table.known[r.key]
+    }
+
+
+def write_colour_file(
+    build_dir: Path, records: Sequence[ImageRecord], settings: Settings, index_dir: Path
+) -> None:
+    """The build's colour descriptors (`COLOUR_FILE`), when `build.colour_descriptors` and
+    any image could be read here; those of images unchanged since the build served from
+    `index_dir` are reused."""
+    if not settings.build.colour_descriptors:
+        return
+    table = colour_table(records, settings.images, _previous_descriptors(index_dir))
+    if table.known.any():
+        table.save(build_dir / COLOUR_FILE)
+    log.info("colour descriptors: %d of %d images", int(table.known.sum()), len(table.known))
 
 
 def finish_build(build_dir: Path, manifest: Manifest) -> None:

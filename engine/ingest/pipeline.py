@@ -24,7 +24,6 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.catalog import ImageRecord
-from engine.colour import write_colour_file
 from engine.config import Settings
 from engine.embedder import Embedder, model_identity
 from engine.index import IndexLoadError, open_index
@@ -49,6 +48,7 @@ from engine.store import (
     publish,
     remove_stale_temp_builds,
     write_build_files,
+    write_colour_file,
 )
 from engine.types import Product
 
@@ -261,7 +261,7 @@ def _write_and_publish(
             settings.index,
             category_probe=settings.build.category_probe,
         )
-        write_colour_file(tmp_dir, built.records, settings)
+        write_colour_file(tmp_dir, built.records, settings, index_dir)
         _write_skipped(tmp_dir / SKIPPED_FILE, built.skipped)
         manifest = Manifest(
             build_id=build_id,

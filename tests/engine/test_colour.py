@@ -19,7 +19,7 @@ from engine.ingest.pipeline import build_index
 from engine.query_store import QueryStore
 from engine.search import Engine
 from engine.store import current_build_dir
-from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, make_settings
+from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, REPO_ROOT, make_settings
 from tests.fakes.demo import index_demo_catalog
 
 
@@ -204,3 +204,50 @@ async def test_a_query_photo_is_described_only_when_the_rescore_is_on(
     finally:
         for engine in engines:
             engine.close()
+
+
+async def test_each_garment_of_a_street_photo_carries_its_own_colour(
+    tiny_model_files, embedder, demo_index_dir
+) -> None:
+    street = (REPO_ROOT / "tests" / "fixtures" / "street" / "0016.jpg").read_bytes()
+    product = (DEMO_IMAGES / "pants-1.jpg").read_bytes()
+    on = make_settings(tiny_model_files, demo_index_dir, search={"colour_weight": 0.15})
+    engine = Engine(on, embedder, open_index(demo_index_dir, model_identity(embedder)))
+    try:
+        results = await engine.search_garments(street, k=3)
+        colours = [engine.queries.get_with_colour(page.query_key)[1] for _, page in results]
+        assert len(colours) >= 3 and all(c is not None for c in colours)
+        assert len({c.tobytes() for c in colours if c is not None}) == len(colours)
+        # a product photo is one whole-photo garment: the same colour as a plain search's
+        plain = await engine.search(image=product, k=4)
+        whole = await engine.search(image=product, garment=0, k=4)
+        plain_colour = engine.queries.get_with_colour(plain.query_key)[1]
+        whole_colour = engine.queries.get_with_colour(whole.query_key)[1]
+        assert plain_colour is not None and whole_colour is not None
+        assert np.array_equal(plain_colour, whole_colour)
+        assert [h.key for h in plain.hits] == [h.key for h in whole.hits]
+    finally:
+        engine.close()
+
+
+async def test_a_rebuild_reuses_the_descriptors_of_unchanged_images(
+    tiny_model_files, embedder, tmp_path: Path, monkeypatch
+) -> None:
+    index_dir = tmp_path / "index"
+    settings = make_settings(tiny_model_files, index_dir)
+    await build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False)
+    first = ColourTable.load(current_build_dir(index_dir) / COLOUR_FILE)
+    described: list[str] = []
+    real = colour._describe_file
+
+    def counting(record, limits):
+        described.append(record.sha256)
+        return real(record, limits)
+
+    monkeypatch.setattr(colour, "_describe_file", counting)
+    await build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False)
+    second = ColourTable.load(current_build_dir(index_dir) / COLOUR_FILE)
+    assert described == []
+    assert first is not None and second is not None
+    assert np.array_equal(first.descriptors, second.descriptors)
+    assert second.known.all()
