@@ -141,6 +141,7 @@ class SearchSettings(Section):
     category_votes: NonNegativeInt = 0
     category_confidence: UnitInterval = 0.0
     category_weight: NonNegativeFloat = 0.3
+    colour_weight: NonNegativeFloat = 0.15
 
     @model_validator(mode="after")
     def _default_within_max(self) -> SearchSettings:
@@ -159,6 +160,7 @@ class BuildSettings(Section):
     cache_dir: str = ""
     keep_builds: NonNegativeInt = 1
     category_probe: bool = True
+    colour_descriptors: bool = True
     # `index_builder.py build --ray`: CPUs per model actor on GPU-less nodes, and how many
     # download/decode workers feed the model actors (0 = one per 8 CPUs of a CPU cluster;
     # with GPUs, every CPU not driving a GPU).

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine import colour
 from engine.config import GarmentSettings, ImageSettings
 from engine.embedder import Embedder, ImagePreprocessor
 from engine.garments import FinderParams, GarmentFinder
 from engine.images import decode_image
+from engine.query_encoder import EncodedQuery
 from engine.types import Garment, whole_photo
 
 # Garment crops need more pixels than one whole-photo view: a shoe is a tenth of the
@@ -58,9 +60,14 @@ def catalog_category(
 class GarmentSearch:
     """The finder plus what the engine needs around it; loads the finder lazily."""
 
-    def __init__(self, settings: GarmentSettings, limits: ImageSettings) -> None:
+    def __init__(
+        self, settings: GarmentSettings, limits: ImageSettings, describe_colour: bool = False
+    ) -> None:
+        """`describe_colour`: each garment query carries its crop's colour descriptor
+        (for `search.colour_weight`)."""
         self.settings = settings
         self._limits = limits
+        self.describe_colour = describe_colour
         params = FinderParams(min_area=settings.min_area, min_confidence=settings.min_confidence)
         self.finder = GarmentFinder(params=params)
         self._key_categories: OrderedDict[str, str] = OrderedDict()
@@ -94,6 +101,16 @@ class GarmentSearch:
             preprocessor = replace(preprocessor, pad_to_square=True)
         return [
             preprocessor(image.crop(g.crop_box(image.width, image.height, self.settings.margin)))
+            for g in garments
+        ]
+
+    def colours(self, image: Image.Image, garments: Sequence[Garment]) -> list[np.ndarray | None]:
+        """Each garment's colour descriptor (of its box, with margin), when asked for."""
+        if not self.describe_colour:
+            return [None] * len(garments)
+        margin = self.settings.margin
+        return [
+            colour.describe(image.crop(g.crop_box(image.width, image.height, margin)))
             for g in garments
         ]
 
@@ -131,6 +148,7 @@ class GarmentQuery:
     garment: Garment
     vector: np.ndarray  # unit length, rounded as the query store keeps it
     category: str | None  # the catalog category to put first
+    colour: np.ndarray | None = None  # the garment's colour descriptor (engine.colour)
 
 
 class GarmentEngine(Protocol):
@@ -143,7 +161,7 @@ class GarmentEngine(Protocol):
 
     async def embed_pixels(self, pixels: Sequence[torch.Tensor]) -> np.ndarray: ...
 
-    async def embed_query(self, images: Sequence[bytes], text: str | None) -> np.ndarray: ...
+    async def encode_query(self, images: Sequence[bytes], text: str | None) -> EncodedQuery: ...
 
     def categories(self) -> list[str]: ...
 
@@ -168,14 +186,16 @@ async def garment_queries(
         garments = await search.find_async(image)
         if wanted is not None:
             garments = [pick_garment(garments, wanted, image.size)]
-    if all(g.whole_photo for g in garments):
-        vector = await engine.embed_query([data], None)
-        return [GarmentQuery(g, _rounded(vector), None) for g in garments]
+    if all(g.whole_photo for g in garments):  # exactly a plain search's query
+        encoded = await engine.encode_query([data], None)
+        vector = _rounded(encoded.vector)
+        return [GarmentQuery(g, vector, None, encoded.colour) for g in garments]
+    colours = await engine.run_cpu(search.colours, image, garments)
     preprocessor = engine.embedder.image_preprocessor
     pixels = await engine.run_cpu(search.crop_pixels, image, garments, preprocessor)
     vectors = await engine.embed_pixels(pixels)
     categories = engine.categories()
     return [
-        GarmentQuery(g, _rounded(v), search.preferred_category(g, categories))
-        for g, v in zip(garments, vectors, strict=True)
+        GarmentQuery(g, _rounded(v), search.preferred_category(g, categories), c)
+        for g, v, c in zip(garments, vectors, colours, strict=True)
     ]

@@ -1,5 +1,6 @@
 """One published build opened for serving: memory-mapped graph and vectors, the catalog,
-the category probe; refused when missing, corrupt, or built with another model.
+the category probe, the colour descriptors; refused when missing, corrupt, or built with
+another model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from usearch.index import search as brute_force_search
 
 from engine.catalog import Catalog
 from engine.category import PROBE_FILE, CategoryProbe
+from engine.colour import COLOUR_FILE, ColourTable
 from engine.graph import search_graph
 from engine.store import (
     ANN_FILE,
@@ -57,6 +59,10 @@ class VectorIndex:
             probe_path = build_dir / PROBE_FILE
             self.category_probe: CategoryProbe | None = (
                 CategoryProbe.load(probe_path) if PROBE_FILE in manifest.files else None
+            )
+            # A build from before colour descriptors has none: no colour re-score, no error.
+            self.colours: ColourTable | None = (
+                ColourTable.load(build_dir / COLOUR_FILE) if COLOUR_FILE in manifest.files else None
             )
         except Exception as exc:
             raise IndexLoadError(f"Index in {build_dir} cannot be opened: {exc}") from None

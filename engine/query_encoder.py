@@ -1,5 +1,7 @@
 """A query's vector: photos decoded and preprocessed on a CPU pool, then embedded with
 other shoppers' photos and texts in one forward pass on the model thread (micro-batched).
+The decoded photos also give the query's colour descriptor (engine.colour), when the
+colour re-score is on.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine import colour
 from engine.batcher import MicroBatcher
 from engine.config import Settings
 from engine.embedder import Embedder
+from engine.images import decode_image
 from engine.types import TextSearchUnavailable
 
 
@@ -28,6 +32,12 @@ class _ModelJob:
     # Images that share one forward pass whatever else is queued (the garments of one
     # photo); their vectors come back as one matrix.
     together: tuple[torch.Tensor, ...] = ()
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    vector: np.ndarray  # unit length
+    colour: np.ndarray | None = None  # the photos' colour descriptor, when asked for
 
 
 def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
@@ -81,11 +91,13 @@ class _PhotosOnTheirWay:
 class QueryEncoder:
     def __init__(self, embedder: Embedder, settings: Settings, cpu_pool: Executor) -> None:
         """`cpu_pool` decodes; `model.*` sizes the batches, `search.flip_augment` adds
-        each photo's mirror image, `images.*` are the decoding limits."""
+        each photo's mirror image, `search.colour_weight` > 0 describes each photo's
+        colour, `images.*` are the decoding limits."""
         self.embedder = embedder
         self._limits = settings.images
         self._cpu_pool = cpu_pool
         self._flip = settings.search.flip_augment
+        self._describe_colour = settings.search.colour_weight > 0
         self._on_their_way = _PhotosOnTheirWay()
         model = settings.model
         self.batcher: MicroBatcher[_ModelJob, np.ndarray] = MicroBatcher(
@@ -97,16 +109,27 @@ class QueryEncoder:
             companion_wait_ms=model.companion_wait_ms,
         )
 
-    def _model_views(self, data: bytes) -> list[torch.Tensor]:
-        """The photo's pixels for the model (and its mirror image with flip_augment)."""
-        pixels = self.embedder.image_preprocessor.from_bytes(data, self._limits)
-        return [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
+    def _model_views(self, data: bytes) -> tuple[list[torch.Tensor], np.ndarray | None]:
+        """The photo's pixels for the model (and its mirror image with flip_augment), and
+        its colour descriptor when the colour re-score wants one."""
+        preprocessor = self.embedder.image_preprocessor
+        image = decode_image(data, self._limits, draft_size=preprocessor.image_size)
+        described = colour.describe(image) if self._describe_colour else None
+        pixels = preprocessor(image)
+        views = [pixels, torch.flip(pixels, dims=[2])] if self._flip else [pixels]
+        return views, described
 
     async def embed(
         self, images: Sequence[bytes], text: str | None, text_weight: float
     ) -> np.ndarray:
         """The query vector for photos (several are averaged: an album is one look), a
         text, or photos refined by a text (weighted by `text_weight`)."""
+        return (await self.encode(images, text, text_weight)).vector
+
+    async def encode(
+        self, images: Sequence[bytes], text: str | None, text_weight: float
+    ) -> EncodedQuery:
+        """`embed`'s vector, with the photos' colour descriptor (when the re-score is on)."""
         if not images and not (text and text.strip()):
             raise ValueError("a search needs a photo or some text")
         if text and not self.embedder.text_search:
@@ -114,22 +137,27 @@ class QueryEncoder:
                 name = self.embedder.spec.configured_name
                 raise TextSearchUnavailable(f"model {name!r} has no text encoder: search by photo")
             text = None  # a caption cannot refine; `SearchPage.text_ignored` says so
-        image_futures = [future for data in images for future in await self._submit_photo(data)]
+        submitted = [await self._submit_photo(data) for data in images]
+        image_futures = [future for futures, _ in submitted for future in futures]
         text_future = self.batcher.submit_async(_ModelJob(text=text)) if text else None
         vector = np.zeros(self.embedder.dim, dtype=np.float32)
         if image_futures:
             vector += _normalise(np.mean(await asyncio.gather(*image_futures), axis=0))
         if text_future is not None:
             vector += (text_weight if images else 1.0) * await text_future
-        return _normalise(vector)
+        described = [d for _, d in submitted if d is not None]
+        return EncodedQuery(_normalise(vector), colour.combine(described))
 
-    async def _submit_photo(self, data: bytes) -> list[asyncio.Future[np.ndarray]]:
+    async def _submit_photo(
+        self, data: bytes
+    ) -> tuple[list[asyncio.Future[np.ndarray]], np.ndarray | None]:
         """Decode on the CPU pool, then queue each view for the model."""
         loop = asyncio.get_running_loop()
         with self._on_their_way.decoding():
-            views = await loop.run_in_executor(self._cpu_pool, self._model_views, data)
+            views, described = await loop.run_in_executor(self._cpu_pool, self._model_views, data)
             # queued now (not when awaited), before this photo stops counting as on its way
-            return [asyncio.wrap_future(self.batcher.submit(_ModelJob(pixels=v))) for v in views]
+            futures = [asyncio.wrap_future(self.batcher.submit(_ModelJob(pixels=v))) for v in views]
+            return futures, described
 
     async def embed_pixels(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
         """Preprocessed images embedded in one forward pass (one row each)."""

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,7 +22,7 @@ from engine.config import SearchSettings, Settings
 from engine.embedder import Embedder, load_embedder, model_identity
 from engine.garment_search import GarmentSearch, garment_queries
 from engine.index import VectorIndex
-from engine.query_encoder import QueryEncoder
+from engine.query_encoder import EncodedQuery, QueryEncoder
 from engine.query_store import QueryStore
 from engine.ranking import RankedImage, RankingParams, Reorder, rank
 from engine.serving import ServedIndex, open_configured_index
@@ -40,6 +40,12 @@ def _page_window(search: SearchSettings, k: int | None, offset: int) -> tuple[in
     return k, offset, min(offset + k, search.max_results)
 
 
+@dataclass(frozen=True)
+class _Query:
+    vector: np.ndarray
+    colour: np.ndarray | None  # the photos' colour descriptor (engine.colour), if any
+
+
 class Engine:
     def __init__(self, settings: Settings, embedder: Embedder, index: VectorIndex) -> None:
         self.settings = settings
@@ -49,7 +55,7 @@ class Engine:
         self._cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-cpu")
         search = settings.search
         self.encoder = QueryEncoder(embedder, settings, self._cpu_pool)
-        self.garments = GarmentSearch(settings.garments, settings.images)
+        self.garments = GarmentSearch(settings.garments, settings.images, search.colour_weight > 0)
         self.batcher = self.encoder.batcher
         self._ranking = RankingParams.from_settings(search)
         self.warm = False
@@ -101,7 +107,7 @@ class Engine:
         one forward pass for all garments). Page on with each page's `query_key`."""
         results = []
         for query in await garment_queries(self, image):
-            key = await self.run_cpu(self.queries.put, query.vector)
+            key = await self.run_cpu(self.queries.put, query.vector, query.colour)
             self.garments.remember(key, query.category)
             results.append((query.garment, await self.search(query_key=key, k=k, filters=filters)))
         return results
@@ -117,7 +123,8 @@ class Engine:
             (text_vector,) = await self.encoder.embed_texts([text])
             vector = vector + self.settings.search.text_weight * text_vector
             vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-        key = await self.run_cpu(self.queries.put, vector.astype(np.float16).astype(np.float32))
+        rounded = vector.astype(np.float16).astype(np.float32)
+        key = await self.run_cpu(self.queries.put, rounded, query.colour)
         self.garments.remember(key, query.category)
         return key
 
@@ -134,7 +141,12 @@ class Engine:
     async def embed_query(self, images: Sequence[bytes], text: str | None) -> np.ndarray:
         """The query vector for photos (several are averaged: an album is one look), a
         text, or photos refined by a text."""
-        return await self.encoder.embed(images, text, self.settings.search.text_weight)
+        return (await self.encode_query(images, text)).vector
+
+    async def encode_query(self, images: Sequence[bytes], text: str | None) -> EncodedQuery:
+        """`embed_query`'s vector, with the photos' colour descriptor (when the colour
+        re-score is on)."""
+        return await self.encoder.encode(images, text, self.settings.search.text_weight)
 
     async def warm_up(self) -> None:
         """One image and one text through the worker, so the first shopper does not pay
@@ -167,56 +179,65 @@ class Engine:
             )
         return combined_shares(probe_shares, vote_shares, search.category_confidence)
 
-    def _category_reorder(
-        self, index: VectorIndex, query: np.ndarray, known: dict[str, Product]
+    def _reorder(
+        self, index: VectorIndex, query: _Query, known: dict[str, Product], by_category: bool
     ) -> tuple[Reorder | None, str | None]:
-        """(how to reorder the top candidates, the likeliest category), or (None, None).
-        The products it reads land in `known`, so the page's join need not read them again."""
-        shares = self._category_shares(index, query)
-        if not shares:
+        """(how to reorder the top candidates, the likeliest category): the likely category
+        (when `by_category`) and the photo's colour first; (None, None) when neither
+        applies. The products it reads land in `known`, so the page's join need not read
+        them again."""
+        search = self.settings.search
+        shares = self._category_shares(index, query.vector) if by_category else {}
+        colours = index.colours if query.colour is not None and search.colour_weight else None
+        if not shares and colours is None:
             return None, None
-        weight = self.settings.search.category_weight
 
         def reorder(pool: list[RankedImage]) -> list[RankedImage]:
-            products = index.catalog.products(r.record.product_id for r in pool)
-            known.update(products)
-            boosted = [
-                replace(r, boost=weight * shares.get(products[r.record.product_id].category, 0.0))
-                if r.record.product_id in products
-                else r
-                for r in pool
-            ]
+            boosts = np.zeros(len(pool))
+            if colours is not None and query.colour is not None:
+                similarity = colours.similarities(query.colour, [r.record.key for r in pool])
+                boosts += search.colour_weight * similarity
+            if shares:
+                products = index.catalog.products(r.record.product_id for r in pool)
+                known.update(products)
+                boosts += [
+                    search.category_weight * shares.get(products[pid].category, 0.0)
+                    if (pid := r.record.product_id) in products
+                    else 0.0
+                    for r in pool
+                ]
+            boosted = [replace(r, boost=float(b)) for r, b in zip(pool, boosts, strict=True)]
             return sorted(boosted, key=lambda r: -r.relevance)
 
-        return reorder, max(shares, key=lambda c: shares[c])
+        return reorder, max(shares, key=lambda c: shares[c]) if shares else None
 
     def _ranked(
         self,
         index: VectorIndex,
-        query: np.ndarray,
+        query: _Query,
         filters: Filters,
         wanted: int,
         diversity: float,
         zero_shot_category: str | None,
         known: dict[str, Product],
     ) -> tuple[list[RankedImage], str | None]:
-        """One page's ranking: the likely category first (unless the shopper filtered)."""
-        if filters.category:
-            return rank(index, query, filters, wanted, diversity, self._ranking), None
-        if zero_shot_category:
-            ranked = rank(index, query, filters, wanted, diversity, self._ranking)
-            preferred = replace(filters, category=zero_shot_category)
-            first = rank(index, query, preferred, wanted, diversity, self._ranking)
-            seen = {r.record.product_id for r in first}
-            rest = [r for r in ranked if r.record.product_id not in seen]
-            return (first + rest)[:wanted], zero_shot_category
-        reorder, likeliest = self._category_reorder(index, query, known)
-        ranked = rank(index, query, filters, wanted, diversity, self._ranking, reorder)
-        return ranked, likeliest
+        """One page's ranking: the likely category first (unless the shopper filtered or
+        another category is preferred), then the photo's colour."""
+        by_category = not filters.category and not zero_shot_category
+        reorder, likeliest = self._reorder(index, query, known, by_category)
+        vector, params = query.vector, self._ranking
+        ranked = rank(index, vector, filters, wanted, diversity, params, reorder)
+        if not zero_shot_category or filters.category:
+            return ranked, likeliest
+        preferred = replace(filters, category=zero_shot_category)
+        first = rank(index, vector, preferred, wanted, diversity, params, reorder)
+        seen = {r.record.product_id for r in first}
+        rest = [r for r in ranked if r.record.product_id not in seen]
+        return (first + rest)[:wanted], zero_shot_category
 
     def _rank_and_join(
         self,
-        query: np.ndarray,
+        query: _Query,
         filters: Filters,
         wanted: int,
         diversity: float,
@@ -269,10 +290,12 @@ class Engine:
         if garment is not None and image is not None and not query_key:
             query_key = await self._garment_query_key(image, garment, text)
         photos = [image, *images] if image is not None else list(images)
-        query, query_key = await self._query(photos, text, query_key)
+        query, query_key, colour = await self._query(photos, text, query_key)
         embedded = time.perf_counter()
         wanted = min(end + 1, search.max_results)
-        hits, favoured = await self._rank(query, query_key, filters or Filters(), wanted, diversity)
+        hits, favoured = await self._rank(
+            query, colour, query_key, filters or Filters(), wanted, diversity
+        )
         finished = time.perf_counter()
         timings = {
             "embed_ms": (embedded - started) * 1000,
@@ -292,6 +315,7 @@ class Engine:
     async def _rank(
         self,
         query: np.ndarray,
+        colour: np.ndarray | None,
         query_key: str,
         filters: Filters,
         wanted: int,
@@ -302,20 +326,31 @@ class Engine:
         diversity = search.diversity if diversity is None else min(max(diversity, 0.0), 1.0)
         zero_shot = await self._category_first(query_key, query, filters)
         return await asyncio.get_running_loop().run_in_executor(
-            self._cpu_pool, self._rank_and_join, query, filters, wanted, diversity, zero_shot
+            self._cpu_pool,
+            self._rank_and_join,
+            _Query(query, colour),
+            filters,
+            wanted,
+            diversity,
+            zero_shot,
         )
 
     async def _query(
         self, photos: Sequence[bytes], text: str | None, query_key: str | None
-    ) -> tuple[np.ndarray, str]:
-        """The query vector and its key: stored under `query_key`, or embedded and stored."""
+    ) -> tuple[np.ndarray, str, np.ndarray | None]:
+        """The query vector, its key and its photos' colour descriptor: stored under
+        `query_key`, or embedded and stored."""
         loop = asyncio.get_running_loop()
         if query_key:
-            stored = await loop.run_in_executor(self._cpu_pool, self.queries.get, query_key)
-            return stored, query_key
+            vector, colour = await loop.run_in_executor(
+                self._cpu_pool, self.queries.get_with_colour, query_key
+            )
+            return vector, query_key, colour
+        encoded = await self.encode_query(photos, text)
         # Rounded as the query store keeps it, so a later page ranks identically.
-        query = (await self.embed_query(photos, text)).astype(np.float16).astype(np.float32)
-        return query, await loop.run_in_executor(self._cpu_pool, self.queries.put, query)
+        query = encoded.vector.astype(np.float16).astype(np.float32)
+        key = await loop.run_in_executor(self._cpu_pool, self.queries.put, query, encoded.colour)
+        return query, key, encoded.colour
 
     def reload_if_changed(self) -> bool:
         """Switch to a newly published build (same model only). In-flight queries finish

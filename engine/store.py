@@ -11,6 +11,8 @@ Layout of `index.dir`:
     builds/<id>/catalog.sqlite
     builds/<id>/category_probe.npz  the catalog's category classifier (engine.category),
                              when its products have categories
+    builds/<id>/colour.npz   each image's colour descriptor (engine.colour), when the
+                             build could read the images
     builds/<id>/skipped.csv  rows and images the build skipped, with the reason
     cache/                   downloaded images, keyed by URL (survives rebuilds)
 
@@ -23,22 +25,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import usearch
 
-from engine.catalog import CatalogWriter, ImageRecord
+from engine.catalog import Catalog, CatalogWriter, ImageRecord
 from engine.category import PROBE_FILE, train_probe
-from engine.config import IndexSettings
+from engine.colour import COLOUR_FILE, ColourTable, colour_table
+from engine.config import IndexSettings, Settings
 from engine.graph import GRAPH_METRIC, write_ann
 from engine.types import Product
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CURRENT_FILE = "CURRENT"
@@ -49,8 +55,9 @@ ANN_FILE = "ann.usearch"
 CATALOG_FILE = "catalog.sqlite"
 SKIPPED_FILE = "skipped.csv"
 CHECKSUMMED_FILES = (VECTORS_FILE, ANN_FILE, CATALOG_FILE)
-# Written only when the catalog allows (a probe needs categories); checksummed when there.
-OPTIONAL_FILES = (PROBE_FILE,)
+# Written only when the catalog allows (a probe needs categories, colour descriptors need
+# the images' files); checksummed when there.
+OPTIONAL_FILES = (PROBE_FILE, COLOUR_FILE)
 READ_ONLY_MODE = 0o444
 _BUILD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -199,6 +206,48 @@ def _write_category_probe(
     )
     if probe is not None:
         probe.save(build_dir / PROBE_FILE)
+
+
+def _previous_descriptors(index_dir: Path) -> dict[str, np.ndarray]:
+    """The served build's descriptors by image content digest (none when it has none,
+    of another version, damaged or unreadable): a rebuild decodes only new images."""
+    build_dir = current_build_dir(index_dir)
+    if build_dir is None or not (build_dir / COLOUR_FILE).is_file():
+        return {}
+    try:
+        manifest = Manifest.from_json((build_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+        if manifest.files.get(COLOUR_FILE) != file_sha256(build_dir / COLOUR_FILE):
+            raise ValueError(f"{COLOUR_FILE} does not match its checksum")
+        table = ColourTable.load(build_dir / COLOUR_FILE)
+        catalog = Catalog(build_dir / CATALOG_FILE)
+        try:
+            records = list(catalog.iter_images())
+        finally:
+            catalog.close()
+    except Exception as exc:  # a damaged old build must not stop a new one
+        log.info("not reusing the served build's colour descriptors: %s", exc)
+        return {}
+    if table is None:
+        return {}
+    return {
+        r.sha256: table.descriptors[r.key]
+        for r in records
+        if r.key < len(table.known) and table.known[r.key]
+    }
+
+
+def write_colour_file(
+    build_dir: Path, records: Sequence[ImageRecord], settings: Settings, index_dir: Path
+) -> None:
+    """The build's colour descriptors (`COLOUR_FILE`), when `build.colour_descriptors` and
+    any image could be read here; those of images unchanged since the build served from
+    `index_dir` are reused."""
+    if not settings.build.colour_descriptors:
+        return
+    table = colour_table(records, settings.images, _previous_descriptors(index_dir))
+    if table.known.any():
+        table.save(build_dir / COLOUR_FILE)
+    log.info("colour descriptors: %d of %d images", int(table.known.sum()), len(table.known))
 
 
 def finish_build(build_dir: Path, manifest: Manifest) -> None:

@@ -40,8 +40,9 @@ def make_settings(tiny_model_files: tuple[Path, Path], index_dir: Path, **sectio
     index.update(sections.pop("index", {}))
     # Query store in memory: tests never write into the repository. No category probe:
     # a random model's probe guesses categories at random, which plumbing tests don't
-    # want; the probe is tested with the real imagenet-lite0 model.
-    search = {"query_store": "", "category_probe": False}
+    # want; the probe is tested with the real imagenet-lite0 model. No colour re-score:
+    # plumbing tests read the similarity order (tests/engine/test_colour.py tests it).
+    search = {"query_store": "", "category_probe": False, "colour_weight": 0.0}
     search.update(sections.pop("search", {}))
     # Test feeds in tmp folders list the demo photos by absolute path (tests/fakes/demo.py).
     build = {"image_roots": [str(DEMO_IMAGES)]}

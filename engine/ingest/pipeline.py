@@ -54,6 +54,7 @@ from engine.store import (
     publish,
     remove_stale_temp_builds,
     write_build_files,
+    write_colour_file,
 )
 from engine.types import Product
 
@@ -279,6 +280,7 @@ def _write_and_publish(
             settings.index,
             category_probe=settings.build.category_probe,
         )
+        write_colour_file(tmp_dir, built.records, settings, index_dir)
         _write_skipped(tmp_dir / SKIPPED_FILE, built.skipped)
         manifest = Manifest(
             build_id=build_id,
