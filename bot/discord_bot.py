@@ -31,11 +31,11 @@ from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unread
 from bot.frontend import Frontend
 from bot.i18n import t
 from bot.paging import BadToken, PageToken, decode_token, encode_token
-from bot.render import button_label, caption_text, format_price, shop_link, short_title
+from bot.render import button_label, caption_text, format_price, short_title
 from bot.safe_fetch import UnsafeUrl, fetch_user_image
 from bot.settings import BotSettings
 from engine.search import Engine
-from engine.types import Hit, SearchPage
+from engine.types import SearchPage
 
 log = logging.getLogger(__name__)
 
@@ -384,9 +384,6 @@ class DiscordBot(Frontend):
 
     # ---- replies -----------------------------------------------------------------------
 
-    def _link(self, hit: Hit) -> str:
-        return shop_link(hit.product.url, "discord", self.settings.links)
-
     def _files(self, page: SearchPage) -> tuple[list[discord.File], list[str]]:
         """Local product photos uploaded with the reply; URLs used as they are."""
         files, media = [], []
@@ -419,7 +416,9 @@ class DiscordBot(Frontend):
                 f"**{number}. {short_title(hit.product.title, 80)}**\n{format_price(hit.product)}"
                 + (f" · {t(language, 'out_of_stock')}" if not hit.product.in_stock else ""),
                 accessory=discord.ui.Button(
-                    style=discord.ButtonStyle.link, label=t(language, "buy"), url=self._link(hit)
+                    style=discord.ButtonStyle.link,
+                    label=t(language, "buy"),
+                    url=self.link(results, hit),
                 ),
             )
             for number, hit in enumerate(page.hits, start=page.offset + 1)
@@ -440,7 +439,7 @@ class DiscordBot(Frontend):
         for number, (source, hit) in enumerate(
             zip(media, page.hits, strict=True), start=page.offset + 1
         ):
-            link = self._link(hit)
+            link = self.link(results, hit)
             url = link
             while url in seen_urls:  # embeds that share a URL are merged into one by Discord
                 url = f"{link}#{number}"

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
+from bot.analytics import ClickTracking
 from bot.i18n import t
 from bot.limits import RateLimiter
 from bot.metrics import Metrics
@@ -63,6 +64,7 @@ class SearchRequest:
 class Results:
     page: SearchPage
     token: PageToken  # the page shown, keyed by the query to page on from
+    links: tuple[str, ...] = ()  # each hit's shop link (a /go/ link when clicks are tracked)
 
     def more(self) -> PageToken | None:
         offset = self.page.offset + len(self.page.hits)
@@ -147,6 +149,9 @@ class SearchFlow:
         self.settings = settings
         self.limiter = limiter
         self.counter = counter
+        # Records each served page and makes its links; direct links, nothing recorded
+        # until `Frontend.analytics` is set.
+        self.tracking = ClickTracking(counter.platform, settings.links)
 
     async def run(self, request: SearchRequest, working: Working) -> Results | Refusal:
         """`working` wraps the slow part (download, model): a chat action, a deferral."""
@@ -171,7 +176,7 @@ class SearchFlow:
 
     async def _search(self, request: SearchRequest) -> Results | Refusal:
         try:
-            page = await self._page(request)
+            page, kind = await self._page(request)
         except ImageError as exc:
             return Refusal(f"image_{exc.reason}")
         except Unreadable as exc:
@@ -183,16 +188,19 @@ class SearchFlow:
         except TextSearchUnavailable:
             return Refusal("no_text_search")
         self.counter.served(page)
+        search_id = self.tracking.record(kind, request.user_id, page)
         if not page.hits:
             return Refusal("no_more" if request.page.offset else "no_results")
-        return Results(page, request.page.with_key(page.query_key))
+        links = self.tracking.links(page, search_id)
+        return Results(page, request.page.with_key(page.query_key), links)
 
-    async def _page(self, request: SearchRequest) -> SearchPage:
+    async def _page(self, request: SearchRequest) -> tuple[SearchPage, str]:
         """The page by the query's key (no model run); by re-reading the original only
-        when there is no key or the engine's query store has forgotten it."""
+        when there is no key or the engine's query store has forgotten it. With the
+        search's kind for analytics: page, photo or text."""
         if request.page.query_key:
             try:
-                return await self._engine_search(request, Inputs())
+                return await self._engine_search(request, Inputs()), "page"
             except QueryExpired:
                 if request.read_inputs is None:
                     raise
@@ -200,7 +208,8 @@ class SearchFlow:
         if request.read_inputs is None:
             raise QueryExpired(request.page.query_key)
         inputs = await request.read_inputs()
-        return await self._engine_search(request, inputs, forget_key=True)
+        kind = "page" if request.page.query_key else "photo" if inputs.photos else "text"
+        return await self._engine_search(request, inputs, forget_key=True), kind
 
     async def _engine_search(
         self, request: SearchRequest, inputs: Inputs, forget_key: bool = False
