@@ -156,7 +156,7 @@ class AnalyticsWriter:
                 "analytics: %d searches and %d clicks not recorded: %s",
                 len(batch_searches),
                 len(batch_clicks),
-                exc,
+                str(exc).splitlines()[0],
             )
             return False
         return True

@@ -72,7 +72,11 @@ class StateStore:
         target = async_url(url, base_dir)
         if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
             Path(target.database or "").parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(target, pool_pre_ping=target.get_backend_name() != "sqlite")
+        engine = create_async_engine(
+            target,
+            pool_pre_ping=target.get_backend_name() != "sqlite",
+            hide_parameters=True,  # a failed insert's log line carries no recorded values
+        )
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         store = cls(engine)

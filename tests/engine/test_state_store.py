@@ -50,7 +50,7 @@ async def test_migrations_build_the_schema_and_run_once(state_url: str, tmp_path
             differences = await connection.run_sync(
                 lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
             )
-            version = (await connection.execute(text("SELECT version_num FROM alembic_version")))
+            version = await connection.execute(text("SELECT version_num FROM alembic_version"))
             assert version.scalar_one() == "0001"
         assert differences == []  # the migrations create exactly engine/state/schema.py
     finally:
@@ -62,9 +62,7 @@ async def test_migrations_build_the_schema_and_run_once(state_url: str, tmp_path
         await again.close()
 
 
-async def test_recorded_searches_and_clicks_make_the_report(
-    state_url: str, tmp_path: Path
-) -> None:
+async def test_recorded_searches_and_clicks_make_the_report(state_url: str, tmp_path: Path) -> None:
     store = await StateStore.open(state_url, tmp_path)
     writer = AnalyticsWriter(store, retention_days=30, clock=lambda: NOW)
     try:
@@ -148,7 +146,9 @@ def test_the_report_command_loads_no_model(tmp_path: Path) -> None:
     html = tmp_path / "report.html"
     script = (
         "import sys, index_builder\n"
-        f"code = index_builder.main(['report', '--since', '24h', '--json', '--html', {str(html)!r}])\n"
+        "code = index_builder.main(\n"
+        f"    ['report', '--since', '24h', '--json', '--html', {str(html)!r}]\n"
+        ")\n"
         "print('LOADED', sorted(m for m in ('torch', 'open_clip', 'telegram', 'discord') "
         "if m in sys.modules))\n"
         "sys.exit(code)\n"
