@@ -23,7 +23,7 @@ from bot.frontend import Frontend
 from bot.http_server import HealthServer
 from bot.logs import configure_logging
 from bot.metrics import Metrics
-from bot.redirect import ClickRedirect
+from bot.redirect import ClickRedirect, served_products
 from bot.settings import BotSettings, load_bot_settings
 from bot.telegram_bot import BotConfigError, TelegramBot
 from engine.config import ConfigError
@@ -83,7 +83,7 @@ async def serve(
     for bot in bots:
         bot.use_analytics(analytics)
     await engine.warm_up()
-    redirect = ClickRedirect(engine, analytics, metrics).routes()
+    redirect = ClickRedirect(served_products(engine), analytics, metrics).routes()
     health = HealthServer.configured(engine, metrics, bots, settings.http, redirect)
     watcher = None
     code = 0

@@ -6,6 +6,7 @@ redirected to never comes from the request, so this is no open redirect."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from aiohttp import web
@@ -15,6 +16,9 @@ from bot.metrics import Metrics
 from bot.render import shop_link
 from engine.search import Engine
 from engine.state.analytics import ClickRecord
+from engine.types import Product
+
+ProductLookup = Callable[[str], Product | None]
 
 _NOT_FOUND_HEADERS = {"Cache-Control": "no-store"}
 # Browsers and proxies must ask again for every click (each one is counted); the shop
@@ -25,12 +29,12 @@ _REDIRECT_HEADERS = {"Cache-Control": "private, no-store", "Referrer-Policy": "n
 class ClickRedirect:
     def __init__(
         self,
-        engine: Engine,
+        products: ProductLookup,
         analytics: Analytics,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.engine = engine
+        self.products = products
         self.analytics = analytics
         self.metrics = metrics
         self.clock = clock
@@ -46,7 +50,7 @@ class ClickRedirect:
         click = signer.verify(request.match_info["token"], now, settings.links.max_age_days * DAY_S)
         if click is None:
             return _not_found()
-        product = self.engine.index.catalog.products([click.product_id]).get(click.product_id)
+        product = self.products(click.product_id)
         if product is None or not product.url.startswith(("https://", "http://")):
             return _not_found()
         if self.analytics.writer is not None:
@@ -61,3 +65,26 @@ class ClickRedirect:
 
 def _not_found() -> web.Response:
     return web.Response(status=404, text="not found", headers=_NOT_FOUND_HEADERS)
+
+
+def served_products(engine: Engine, cached: int = 4096) -> ProductLookup:
+    """Products by id from the index the engine serves now; the most clicked are kept in
+    memory until the engine switches to another build."""
+    memory: OrderedDict[str, Product | None] = OrderedDict()
+    serving: list[object] = [None]
+
+    def lookup(product_id: str) -> Product | None:
+        index = engine.index
+        if serving[0] is not index:
+            memory.clear()
+            serving[0] = index
+        if product_id in memory:
+            memory.move_to_end(product_id)
+            return memory[product_id]
+        product = index.catalog.products([product_id]).get(product_id)
+        memory[product_id] = product
+        if len(memory) > cached:
+            memory.popitem(last=False)
+        return product
+
+    return lookup

@@ -22,7 +22,7 @@ from bot.analytics import Analytics, AnalyticsConfigError
 from bot.click_links import ClickToken, LinkSigner
 from bot.http_server import HealthServer
 from bot.metrics import Metrics
-from bot.redirect import ClickRedirect
+from bot.redirect import ClickRedirect, served_products
 from bot.telegram_bot import TelegramBot
 from engine.state.report import build_report
 from engine.types import Product
@@ -55,7 +55,7 @@ async def shop(engine, settings, api: FakeBotApi, state_url: str) -> AsyncIterat
     metrics = Metrics(engine)
     bot.metrics = metrics
     bot.use_analytics(analytics)
-    routes = ClickRedirect(engine, analytics, metrics).routes()
+    routes = ClickRedirect(served_products(engine), analytics, metrics).routes()
     server = HealthServer.configured(engine, metrics, [bot], configured.http, routes)
     assert server is not None
     await server.start()
