@@ -31,7 +31,6 @@ from engine.embedder import ModelLoadError, load_embedder
 from engine.index import IndexLoadError
 from engine.ingest.pipeline import BuildError
 from engine.search import Engine
-from engine.state.store import StateStoreError
 
 log = logging.getLogger("fashionbot")
 
@@ -77,7 +76,7 @@ async def serve(
         bot.metrics = metrics
     try:
         analytics = await Analytics.open(settings, link_secret)
-    except (AnalyticsConfigError, LinkSecretError, StateStoreError) as exc:
+    except (AnalyticsConfigError, LinkSecretError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for bot in bots:

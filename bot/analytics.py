@@ -14,7 +14,7 @@ from bot.render import shop_link
 from bot.settings import BotSettings, LinkSettings
 from engine.state.analytics import AnalyticsWriter, SearchRecord, ShownResult, new_search_id
 from engine.state.report import AnalyticsReport, build_report
-from engine.state.store import StateStore
+from engine.state.store import StateStore, StateStoreError
 from engine.types import SearchPage
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ class Analytics:
     @classmethod
     async def open(cls, settings: BotSettings, secret: str) -> Analytics:
         """Open (and migrate) the state store when analytics or click links are on, and
-        start the writer; raises AnalyticsConfigError for click links without a secret."""
+        start the writer; raises AnalyticsConfigError for click links without a secret.
+        A store that cannot be opened is logged, and the bots run without recording."""
         links = settings.links
         signer = LinkSigner(secret) if secret else None
         if links.redirect_base_url:
@@ -111,7 +112,11 @@ class Analytics:
                 )
         if not settings.analytics.enabled and not links.redirect_base_url:
             return cls(settings, None, None, signer)
-        store = await StateStore.open(settings.state.url, settings.source.parent)
+        try:
+            store = await StateStore.open(settings.state.url, settings.source.parent)
+        except StateStoreError as exc:  # the shoppers are served all the same
+            log.error("analytics off: %s", exc)
+            return cls(settings, None, None, signer)
         writer = None
         if settings.analytics.enabled:
             writer = AnalyticsWriter(store, settings.analytics.retention_days)

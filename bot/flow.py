@@ -150,7 +150,7 @@ class SearchFlow:
         self.limiter = limiter
         self.counter = counter
         # Records each served page and makes its links; direct links, nothing recorded
-        # until `Frontend.analytics` is set.
+        # until `Frontend.use_analytics`.
         self.tracking = ClickTracking(counter.platform, settings.links)
 
     async def run(self, request: SearchRequest, working: Working) -> Results | Refusal:

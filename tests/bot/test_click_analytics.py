@@ -160,3 +160,12 @@ async def test_click_links_need_a_secret(settings) -> None:
     configured = settings.with_overrides(links={"redirect_base_url": "https://bot.example"})
     with pytest.raises(AnalyticsConfigError, match="FASHIONBOT_LINK_SECRET"):
         await Analytics.open(configured, "")
+
+
+async def test_an_unreachable_database_leaves_the_bot_serving(settings, caplog) -> None:
+    configured = settings.with_overrides(state={"url": "postgresql://nobody@127.0.0.1:1/none"})
+    with caplog.at_level(logging.ERROR):
+        analytics = await Analytics.open(configured, SECRET)
+    assert analytics.store is None and analytics.writer is None
+    assert "analytics off" in caplog.text and await analytics.last_day() is None
+    await analytics.close()
