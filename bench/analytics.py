@@ -268,12 +268,14 @@ async def redirect_throughput(folder: Path, total: int, concurrency: int) -> dic
     }
 
 
-def markdown(record: dict[str, Any], redirect: dict[str, Any]) -> str:
+def markdown(record: dict[str, Any], redirect: dict[str, Any], load: tuple[float, ...]) -> str:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     return f"""# Click analytics: measured cost
 
-`make bench-analytics` (bench/analytics.py) writes this page. Machine: {machine}, shared
-with other work while measured; SQLite state store (WAL), Python {platform.python_version()}.
+`make bench-analytics` (bench/analytics.py) writes this page. Machine: {machine}; load
+average {load[0]:.1f} when the run began, {load[1]:.1f} when it ended (other work shared
+the machine: wall-clock figures vary from run to run with it, CPU times much less). SQLite
+state store (WAL), Python {platform.python_version()}.
 
 ## Recording a search
 
@@ -320,10 +322,11 @@ Answers: {redirect["go_statuses"]}; clicks in the database afterwards:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         record = await recording_overhead(Path(folder), args.searches, args.rate)
         redirect = await redirect_throughput(Path(folder), args.clicks, args.concurrency)
-    return {"record": record, "redirect": redirect}
+    return {"record": record, "redirect": redirect, "load": (load, os.getloadavg()[0])}
 
 
 def main() -> None:
@@ -336,7 +339,8 @@ def main() -> None:
     args = parser.parse_args()
     figures = asyncio.run(run(args))
     print(json.dumps(figures, indent=2))
-    Path(args.out).write_text(markdown(figures["record"], figures["redirect"]), encoding="utf-8")
+    page = markdown(figures["record"], figures["redirect"], figures["load"])
+    Path(args.out).write_text(page, encoding="utf-8")
 
 
 if __name__ == "__main__":
