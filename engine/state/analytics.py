@@ -82,6 +82,7 @@ class AnalyticsWriter:
         self._clicks: deque[ClickRecord] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._last_purge = 0.0
         self.dropped = 0  # records lost: the queue was full or the database failed
 
@@ -115,18 +116,19 @@ class AnalyticsWriter:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then stop. A batch being written is finished, never
+        cancelled half-way (its rows are already off the queue)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         while self._searches or self._clicks:
             if not await self.flush():
                 break
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()

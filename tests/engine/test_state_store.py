@@ -3,6 +3,7 @@ batched recording, the report's figures, retention, and a database that fails.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -172,3 +173,19 @@ def test_report_periods() -> None:
 
     assert parse_since("7d") == 7 * DAY_S and parse_since("24h") == DAY_S
     assert parse_since("90m") == 5400
+
+
+async def test_stopping_finishes_the_batch_being_written(state_url: str, tmp_path: Path) -> None:
+    """A shutdown while a large batch is being written loses none of it."""
+    store = await StateStore.open(state_url, tmp_path)
+    writer = AnalyticsWriter(store, retention_days=30, clock=lambda: NOW, max_batch=500)
+    try:
+        await writer.start()
+        for _ in range(1200):  # past max_batch: the background writer starts at once
+            writer.record_search(search("photo", ["dress"] * 10))
+        await asyncio.sleep(0)
+        await writer.stop()
+        assert await count(store, searches) == 1200 and writer.dropped == 0
+        assert await count(store, shown_results) == 12_000
+    finally:
+        await store.close()
