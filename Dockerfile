@@ -29,6 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     XDG_CACHE_HOME=/cache \
     FASHIONBOT_INDEX__DIR=/index \
     FASHIONBOT_SEARCH__QUERY_STORE=/index/state/queries.sqlite \
+    FASHIONBOT_STATE__URL=sqlite:////index/state/state.sqlite \
     FASHIONBOT_HTTP__HOST=0.0.0.0
 RUN mkdir -p /cache /index && chown fashionbot /cache /index
 VOLUME ["/cache", "/index"]

@@ -7,6 +7,7 @@ CATALOG ?= data/demo/catalog.csv
 STAMP := $(VENV)/.installed
 
 .PHONY: run run-offline test lint typecheck format index clean reliability audit quality bench bench-quick
+.PHONY: bench-analytics
 .PHONY: train-garments
 
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU build of torch
@@ -47,6 +48,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.perf --quick $(BENCH_ARGS)
+
+# docs/analytics.md: what recording a search costs it, and clicks/s through /go/ (SQLite).
+bench-analytics: $(STAMP)
+	$(PY) -m bench.analytics $(BENCH_ARGS)
 
 # Figures for docs/reliability.md (hostile files, 200 shoppers at once, Bot API faults).
 reliability: $(STAMP)

@@ -7,6 +7,7 @@
     python index_builder.py eval [QUERIES] [--index DIR] [--self N] [--k 1,5,10] [--json]
                                  [--report FILE] [--compare CONFIG_A CONFIG_B]
     python index_builder.py eval ITEMS.csv [--index DIR] [--boxes found|whole|true] [--json]
+    python index_builder.py report [--since 7d] [--json] [--html FILE]
 
 Exit codes: 0 ok, 1 build failed, 2 bad input (unusable photo, bad config, missing index).
 """
@@ -27,6 +28,7 @@ from engine.types import Filters, SearchPage, TextSearchUnavailable
 
 if TYPE_CHECKING:
     from engine.images import ImageError
+    from engine.state.report import AnalyticsReport
     from engine.store import Manifest
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -290,6 +292,40 @@ def _precision_line(settings: Settings, manifest: Manifest) -> str:
     )
 
 
+def parse_since(text: str) -> int:
+    """A period like 7d, 24h or 90m, in seconds."""
+    units = {"d": 86_400, "h": 3_600, "m": 60}
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a period like 7d, 24h or 90m")
+    return int(number) * units[unit]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Searches and clicks from the state store; loads no model."""
+    import time
+
+    from engine.state.report import build_report
+    from engine.state.report_format import as_html, as_text
+    from engine.state.store import StateStore
+
+    settings = load_settings(args.config)
+
+    async def read() -> AnalyticsReport:
+        store = await StateStore.open(settings.state.url, settings.source.parent)
+        try:
+            until = int(time.time()) + 1
+            return await build_report(store, until - args.since, until)
+        finally:
+            await store.close()
+
+    report = asyncio.run(read())
+    if args.html:
+        Path(args.html).write_text(as_html(report), encoding="utf-8")
+    print(json.dumps(report.as_json(), indent=2) if args.json else as_text(report))
+    return EXIT_OK
+
+
 def _add_street_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument(
         "--boxes",
@@ -360,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the served index's manifest")
     info.add_argument("--index", help="index directory (default: index.dir)")
     info.set_defaults(run=cmd_info)
+
+    report = commands.add_parser("report", help="searches and shop-link clicks (state.url)")
+    report.add_argument(
+        "--since", type=parse_since, default="7d", help="the period to report: 7d, 24h, 90m"
+    )
+    report.add_argument("--json", action="store_true", help="print JSON")
+    report.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
+    report.set_defaults(run=cmd_report)
     return parser
 
 
@@ -370,7 +414,26 @@ def _shopper_wording(error: ImageError) -> str:
     return t("en", f"error.{error.reason}")
 
 
+def _report_without_a_model(args: argparse.Namespace) -> int:
+    """`report` before the model's modules are imported: it needs none of them."""
+    from engine.state.store import StateStoreError
+
+    try:
+        return cmd_report(args)
+    except (ConfigError, StateStoreError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "report":
+        return _report_without_a_model(args)
+
     from engine.embedder import ModelLoadError
     from engine.evaluation.queries import QuerySetError
     from engine.images import ImageError
@@ -378,11 +441,6 @@ def main(argv: list[str] | None = None) -> int:
     from engine.ingest.feed import FeedError
     from engine.ingest.pipeline import BuildError
 
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     if args.command == "query" and not args.photo and not args.text:
         print("error: give a photo, --text, or both", file=sys.stderr)
         return EXIT_BAD_INPUT

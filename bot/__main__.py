@@ -15,12 +15,15 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from bot.analytics import Analytics, AnalyticsConfigError
+from bot.click_links import LINK_SECRET, LinkSecretError
 from bot.demo import run_terminal_demo, with_served_index
 from bot.discord_bot import DiscordBot
 from bot.frontend import Frontend
 from bot.http_server import HealthServer
 from bot.logs import configure_logging
 from bot.metrics import Metrics
+from bot.redirect import ClickRedirect, served_products
 from bot.settings import BotSettings, load_bot_settings
 from bot.telegram_bot import BotConfigError, TelegramBot
 from engine.config import ConfigError
@@ -32,7 +35,11 @@ from engine.search import Engine
 log = logging.getLogger("fashionbot")
 
 TOKEN_VARIABLES = ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN")
-SECRET_VARIABLES = (*TOKEN_VARIABLES, "TELEGRAM_WEBHOOK_SECRET")  # masked in every log line
+SECRET_VARIABLES = (
+    *TOKEN_VARIABLES,
+    "TELEGRAM_WEBHOOK_SECRET",
+    LINK_SECRET,
+)  # masked in every log line
 
 
 def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
@@ -44,7 +51,11 @@ def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
 
 
 async def serve(
-    engine: Engine, settings: BotSettings, tokens: dict[str, str], webhook_secret: str = ""
+    engine: Engine,
+    settings: BotSettings,
+    tokens: dict[str, str],
+    webhook_secret: str = "",
+    link_secret: str = "",
 ) -> int:
     """Run the enabled bots on this event loop, sharing the engine, until SIGTERM/SIGINT."""
     stop = asyncio.Event()
@@ -63,8 +74,16 @@ async def serve(
     metrics = Metrics(engine)
     for bot in bots:
         bot.metrics = metrics
+    try:
+        analytics = await Analytics.open(settings, link_secret)
+    except (AnalyticsConfigError, LinkSecretError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for bot in bots:
+        bot.use_analytics(analytics)
     await engine.warm_up()
-    health = HealthServer.configured(engine, metrics, bots, settings.http)
+    redirect = ClickRedirect(served_products(engine), analytics, metrics).routes()
+    health = HealthServer.configured(engine, metrics, bots, settings.http, redirect)
     watcher = None
     code = 0
     try:
@@ -88,6 +107,7 @@ async def serve(
         await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
         if health is not None:
             await health.stop()
+        await analytics.close()
     return code
 
 
@@ -116,14 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not tokens:
             return run_terminal_demo(settings, demo_catalog)
-        return run_live(settings, demo_catalog, tokens, secrets["TELEGRAM_WEBHOOK_SECRET"])
+        return run_live(settings, demo_catalog, tokens, secrets)
     except (ModelLoadError, IndexLoadError, BuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
 def run_live(
-    settings: BotSettings, demo_catalog: Path | None, tokens: dict[str, str], webhook_secret: str
+    settings: BotSettings,
+    demo_catalog: Path | None,
+    tokens: dict[str, str],
+    secrets: Mapping[str, str],
 ) -> int:
     """The bots with the configured model (never swapped for another: a model that cannot
     be loaded stops start-up with its error), on the demo catalog when no index is built."""
@@ -131,7 +154,15 @@ def run_live(
     settings = with_served_index(settings, embedder, demo_catalog)
     engine = Engine.open(settings, embedder)
     try:
-        return asyncio.run(serve(engine, settings, tokens, webhook_secret))
+        return asyncio.run(
+            serve(
+                engine,
+                settings,
+                tokens,
+                secrets.get("TELEGRAM_WEBHOOK_SECRET", ""),
+                secrets.get(LINK_SECRET, ""),
+            )
+        )
     finally:
         engine.close()
 

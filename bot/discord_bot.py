@@ -47,13 +47,12 @@ from bot.render import (
     format_price,
     garment_button_label,
     results_for,
-    shop_link,
     short_title,
 )
 from bot.safe_fetch import UnsafeUrl, fetch_user_image
 from bot.settings import BotSettings
 from engine.search import Engine
-from engine.types import Hit, SearchPage
+from engine.types import SearchPage
 
 log = logging.getLogger(__name__)
 
@@ -428,9 +427,6 @@ class DiscordBot(Frontend):
 
     # ---- replies -----------------------------------------------------------------------
 
-    def _link(self, hit: Hit) -> str:
-        return shop_link(hit.product.url, "discord", self.settings.links)
-
     def _files(self, page: SearchPage) -> tuple[list[discord.File], list[str]]:
         """Local product photos uploaded with the reply; URLs used as they are."""
         files, media = [], []
@@ -463,7 +459,9 @@ class DiscordBot(Frontend):
                 f"**{number}. {short_title(hit.product.title, 80)}**\n{format_price(hit.product)}"
                 + (f" · {t(language, 'out_of_stock')}" if not hit.product.in_stock else ""),
                 accessory=discord.ui.Button(
-                    style=discord.ButtonStyle.link, label=t(language, "buy"), url=self._link(hit)
+                    style=discord.ButtonStyle.link,
+                    label=t(language, "buy"),
+                    url=self.link(results, hit),
                 ),
             )
             for number, hit in enumerate(page.hits, start=page.offset + 1)
@@ -487,7 +485,7 @@ class DiscordBot(Frontend):
         for number, (source, hit) in enumerate(
             zip(media, page.hits, strict=True), start=page.offset + 1
         ):
-            link = self._link(hit)
+            link = self.link(results, hit)
             url = link
             while url in seen_urls:  # embeds that share a URL are merged into one by Discord
                 url = f"{link}#{number}"

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 
+from bot.analytics import ClickTracking
 from bot.garment_picture import annotated_jpeg
 from bot.i18n import t
 from bot.limits import RateLimiter
@@ -96,6 +97,7 @@ class Results:
     page: SearchPage
     token: PageToken  # the page shown, keyed by the query to page on from
     look: Look | None = None  # a street photo with garments to pick from (first page only)
+    links: tuple[str, ...] = ()  # each hit's shop link (a /go/ link when clicks are tracked)
 
     @property
     def garment_kind(self) -> str | None:
@@ -185,6 +187,9 @@ class SearchFlow:
         self.settings = settings
         self.limiter = limiter
         self.counter = counter
+        # Records each served page and makes its links; direct links, nothing recorded
+        # until `Frontend.use_analytics`.
+        self.tracking = ClickTracking(counter.platform, settings.links)
 
     async def run(self, request: SearchRequest, working: Working) -> Results | Refusal:
         """`working` wraps the slow part (download, model): a chat action, a deferral."""
@@ -209,7 +214,7 @@ class SearchFlow:
 
     async def _search(self, request: SearchRequest) -> Results | Refusal:
         try:
-            found = await self._page(request)
+            page, token, look, kind = await self._page(request)
         except ImageError as exc:
             return Refusal(f"image_{exc.reason}")
         except Unreadable as exc:
@@ -220,20 +225,22 @@ class SearchFlow:
             return Refusal("expired")
         except TextSearchUnavailable:
             return Refusal("no_text_search")
-        page, token, look = found
         self.counter.served(page)
+        search_id = self.tracking.record(kind, request.user_id, page)
         if not page.hits:
             return Refusal("no_more" if request.page.offset else "no_results")
-        return Results(page, token.with_key(page.query_key), look)
+        links = self.tracking.links(page, search_id)
+        return Results(page, token.with_key(page.query_key), look, links)
 
-    async def _page(self, request: SearchRequest) -> tuple[SearchPage, PageToken, Look | None]:
+    async def _page(self, request: SearchRequest) -> tuple[SearchPage, PageToken, Look | None, str]:
         """The page by the query's key (no model run); by re-reading the original only
         when there is no key or the engine's query store has forgotten it. A page of one
-        garment re-reads the photo and finds that garment again."""
+        garment re-reads the photo and finds that garment again. With the search's kind
+        for analytics: page, photo, garment or text."""
         token = request.page
         if token.query_key:
             try:
-                return await self._engine_search(request, Inputs()), token, None
+                return await self._engine_search(request, Inputs()), token, None, "page"
             except QueryExpired:
                 if request.read_inputs is None:
                     raise
@@ -242,14 +249,16 @@ class SearchFlow:
             raise QueryExpired(token.query_key)
         inputs = await request.read_inputs()
         if len(inputs.photos) == 1 and token.garment is not None:
-            return await self._engine_search(request, inputs, garment=token.garment), token, None
+            page = await self._engine_search(request, inputs, garment=token.garment)
+            return page, token, None, "page" if token.query_key else "garment"
         if len(inputs.photos) == 1 and not token.query_key and not token.offset:
             return await self._look(request, inputs)
-        return await self._engine_search(request, inputs), token, None
+        kind = "page" if token.query_key else "photo" if inputs.photos else "text"
+        return await self._engine_search(request, inputs), token, None, kind
 
     async def _look(
         self, request: SearchRequest, inputs: Inputs
-    ) -> tuple[SearchPage, PageToken, Look | None]:
+    ) -> tuple[SearchPage, PageToken, Look | None, str]:
         """A new photo search: the album of the photo's largest garment, or of the whole
         photo where the finder sees no look (exactly the search before the finder).
         The finder runs first, alone: a whole-photo search beside it (to save its time on
@@ -258,14 +267,14 @@ class SearchFlow:
         garments = await self.engine.find_garments(inputs.photos[0])
         found = [i for i, g in enumerate(garments) if not g.whole_photo]
         if not found:
-            return await self._engine_search(request, inputs), request.page, None
+            return await self._engine_search(request, inputs), request.page, None, "photo"
         largest = max(found, key=lambda i: garments[i].area)
         page = await self._engine_search(request, inputs, garment=garments[largest])
         token = _garment_token(request.page, largest, garments[largest])
         if len(found) < 2:
-            return page, token, None
+            return page, token, None, "garment"
         look = Look(inputs.photos[0], inputs.text, tuple(garments), token.with_key(page.query_key))
-        return page, token, look
+        return page, token, look, "garment"
 
     async def _engine_search(
         self, request: SearchRequest, inputs: Inputs, garment: Garment | int | None = None

@@ -14,13 +14,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.flow import SearchCounter, SearchFlow
+from bot.analytics import Analytics
+from bot.flow import Results, SearchCounter, SearchFlow
 from bot.limits import RateLimiter
 from bot.logs import new_request_id
 from bot.metrics import Metrics
+from bot.render import shop_link
 from bot.settings import BotSettings
 from bot.stats import BotStats
 from engine.search import Engine
+from engine.types import Hit
 
 
 class Frontend(abc.ABC):
@@ -35,6 +38,7 @@ class Frontend(abc.ABC):
         self.limiter = RateLimiter(settings.limits.searches_per_minute, clock)
         self.counter = SearchCounter(self.platform, self.stats)
         self.flow = SearchFlow(engine, settings, self.limiter, self.counter)
+        self.analytics: Analytics | None = None
         self._in_flight: set[asyncio.Future[Any]] = set()
 
     @abc.abstractmethod
@@ -57,6 +61,19 @@ class Frontend(abc.ABC):
     @metrics.setter
     def metrics(self, metrics: Metrics | None) -> None:
         self.counter.metrics = metrics
+
+    def use_analytics(self, analytics: Analytics) -> None:
+        """Record this front-end's searches and give its albums tracked links."""
+        self.analytics = analytics
+        self.flow.tracking = analytics.tracking(self.platform)
+
+    def link(self, results: Results, hit: Hit) -> str:
+        """The shop link shown for `hit` of `results`: the flow's (a /go/ link when clicks
+        are tracked), else the shop URL with UTM tags."""
+        for shown, link in zip(results.page.hits, results.links, strict=False):
+            if shown is hit:
+                return link
+        return shop_link(hit.product.url, self.platform, self.settings.links)
 
     def count_platform_rate_limit(self) -> None:
         """The platform itself told the bot to slow down (an HTTP 429)."""

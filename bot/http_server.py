@@ -1,5 +1,5 @@
-"""The operator's HTTP endpoint: /healthz (index loaded, model warm, bots connected) and
-/metrics (Prometheus)."""
+"""The bot's HTTP endpoint: /healthz (index loaded, model warm, bots connected), /metrics
+(Prometheus) and, when click links are on, /go/<token> (bot/redirect.py)."""
 
 from __future__ import annotations
 
@@ -22,17 +22,24 @@ class HealthServer:
         bots: Sequence[Frontend],
         port: int,
         host: str = "127.0.0.1",
+        routes: Sequence[web.RouteDef] = (),
     ) -> None:
         self._engine, self._metrics, self._bots = engine, metrics, bots
+        self._routes = list(routes)
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
 
     @classmethod
     def configured(
-        cls, engine: Engine, metrics: Metrics, bots: Sequence[Frontend], http: HttpSettings
+        cls,
+        engine: Engine,
+        metrics: Metrics,
+        bots: Sequence[Frontend],
+        http: HttpSettings,
+        routes: Sequence[web.RouteDef] = (),
     ) -> HealthServer | None:
         """The server `[http]` asks for, or None where its port is 0."""
-        return cls(engine, metrics, bots, http.port, http.host) if http.port else None
+        return cls(engine, metrics, bots, http.port, http.host, routes) if http.port else None
 
     def health(self) -> tuple[bool, dict[str, object]]:
         manifest = self._engine.index.manifest
@@ -58,6 +65,7 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_routes(self._routes)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -77,6 +77,12 @@ class Metrics:
             ["platform"],
             registry=self.registry,
         )
+        self.clicks = Counter(
+            "fashionbot_clicks",
+            "Shop links followed (links.redirect_base_url), by platform and rank shown",
+            ["platform", "rank"],
+            registry=self.registry,
+        )
         self.registry.register(_EngineCollector(engine))
 
     def observe_search(self, platform: str, timings_ms: dict[str, float], results: int) -> None:
@@ -91,6 +97,10 @@ class Metrics:
 
     def count_platform_rate_limit(self, platform: str) -> None:
         self.platform_rate_limits.labels(platform).inc()
+
+    def count_click(self, platform: str, rank: int) -> None:
+        # Ranks past 10 share a label: a label per rank up to max_results would bloat it.
+        self.clicks.labels(platform, str(rank) if rank <= 10 else "11+").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

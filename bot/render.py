@@ -3,6 +3,7 @@ with UTM tags, and the plain-text album of the terminal demo."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from html import escape
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -21,13 +22,18 @@ def format_price(product: Product) -> str:
 
 def shop_link(url: str, source: str, links: LinkSettings) -> str:
     """The product URL with UTM tags added (tags the shop already set are kept)."""
+    return _tagged(url, source, links.utm_medium, links.utm_campaign)
+
+
+@lru_cache(maxsize=8192)  # every album and every click link asks again for popular products
+def _tagged(url: str, source: str, medium: str, campaign: str) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     present = {key for key, _ in query}
     tags = {
         "utm_source": source,
-        "utm_medium": links.utm_medium,
-        "utm_campaign": links.utm_campaign,
+        "utm_medium": medium,
+        "utm_campaign": campaign,
     }
     query += [(k, v) for k, v in tags.items() if v and k not in present]
     return urlunsplit(parts._replace(query=urlencode(query)))

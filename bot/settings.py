@@ -47,6 +47,15 @@ class LimitSettings(Section):
 class LinkSettings(Section):
     utm_medium: str = "chatbot"
     utm_campaign: str = "fashionbot"
+    redirect_base_url: str = ""  # "" = shop links go straight to the shop
+    max_age_days: PositiveInt = 30
+
+    @field_validator("redirect_base_url")
+    @classmethod
+    def _http_address(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// address, or empty")
+        return value.rstrip("/")
 
 
 class DiscordSettings(Section):

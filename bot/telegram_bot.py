@@ -50,6 +50,7 @@ from telegram.ext import (
 )
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from bot.analytics import last_day_text
 from bot.flow import (
     Inputs,
     Look,
@@ -69,7 +70,6 @@ from bot.render import (
     caption_html,
     garment_button_label,
     results_for,
-    shop_link,
 )
 from bot.settings import BotSettings
 from bot.telegram_downloads import CappedDownloadRequest, DownloadTooLarge
@@ -342,6 +342,7 @@ class TelegramBot(Frontend):
                 build=manifest.build_id,
                 products=manifest.products,
             )
+            + await last_day_text(self.analytics, _language(update))
         )
 
     async def on_reload(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -494,7 +495,7 @@ class TelegramBot(Frontend):
         if isinstance(outcome, Refusal):
             await self._say(chat_id, origin, refusal_text(outcome, language, TELEGRAM_WORDING))
             return
-        await self._send_album(chat_id, origin, outcome.page.hits, language)
+        await self._send_album(chat_id, origin, outcome, language)
         await self._send_keyboard(chat_id, origin, outcome, language)
         if outcome.look is not None:
             await self._send_garment_picker(chat_id, origin, outcome.look, language)
@@ -554,10 +555,9 @@ class TelegramBot(Frontend):
             return key, Path(hit.image_path).read_bytes()
         return key, hit.image
 
-    def _item(self, hit: Hit, language: str | None) -> tuple[str, Any, str]:
+    def _item(self, hit: Hit, link: str, language: str | None) -> tuple[str, Any, str]:
         """(cache key, photo source, HTML caption) for one product of an album."""
         key, source = self._photo_source(hit)
-        link = shop_link(hit.product.url, "telegram", self.settings.links)
         return key, source, caption_html(hit, link, language)
 
     def _remember_file_ids(
@@ -568,9 +568,9 @@ class TelegramBot(Frontend):
                 self.file_ids.put(key, message.photo[-1].file_id)
 
     async def _send_album(
-        self, chat_id: int, origin: Message, hits: list[Hit], language: str | None
+        self, chat_id: int, origin: Message, results: Results, language: str | None
     ) -> None:
-        items = [self._item(hit, language) for hit in hits]
+        items = [self._item(hit, self.link(results, hit), language) for hit in results.page.hits]
         keys = [key for key, _, _ in items]
         bot = self.application.bot
         if len(items) > 1:
@@ -608,7 +608,7 @@ class TelegramBot(Frontend):
             [
                 InlineKeyboardButton(
                     button_label(n, hit),
-                    url=shop_link(hit.product.url, "telegram", self.settings.links),
+                    url=self.link(results, hit),
                 )
             ]
             for n, hit in enumerate(page.hits, start=page.offset + 1)
@@ -685,14 +685,13 @@ class TelegramBot(Frontend):
             await inline.answer([], cache_time=INLINE_REFUSAL_CACHE_S.get(outcome.kind, 30))
             return
         page, language = outcome.page, _language(update)
-        results = [self._inline_result(hit, language) for hit in page.hits]
+        results = [self._inline_result(hit, self.link(outcome, hit), language) for hit in page.hits]
         next_offset = str(offset + len(page.hits)) if page.has_more else ""
         await inline.answer(results, cache_time=30, next_offset=next_offset)
 
     def _inline_result(
-        self, hit: Hit, language: str | None
+        self, hit: Hit, link: str, language: str | None
     ) -> InlineQueryResultPhoto | InlineQueryResultCachedPhoto | InlineQueryResultArticle:
-        link = shop_link(hit.product.url, "telegram", self.settings.links)
         caption = caption_html(hit, link, language)
         result_id = hit.product.product_id.encode()[:60].hex()[:64]
         cached = self.file_ids.get(hit.image_path or hit.image)

@@ -232,6 +232,26 @@ class CatalogSettings(Section):
     columns: dict[str, str] = Field(default_factory=dict)
 
 
+class StateSettings(Section):
+    # SQLAlchemy URL of the state store (engine/state): "sqlite:///RELATIVE/PATH" resolves
+    # against the config file's folder; "postgresql://user@host/db" for several replicas.
+    url: str = "sqlite:///data/state/state.sqlite"
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://", "postgresql+")):
+            raise ValueError('must start with "sqlite://" or "postgresql://"')
+        return value
+
+
+class AnalyticsSettings(Section):
+    # Record searches, results shown and clicks in the state store.
+    enabled: bool = True
+    # Rows older than this are deleted (on start-up and daily).
+    retention_days: PositiveInt = 90
+
+
 class Settings(BaseSettings):
     """The engine's sections. Other sections of the file belong to the front-ends and are
     left to their settings (bot/settings.py), so the builder reads the bot's file too."""
@@ -251,6 +271,8 @@ class Settings(BaseSettings):
     build: BuildSettings = BuildSettings()
     catalog: CatalogSettings = CatalogSettings()
     garments: GarmentSettings = GarmentSettings()
+    state: StateSettings = StateSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     # The file the settings came from; relative paths in it resolve against its folder.
     # Private, so that no file key or environment variable can set it.
     _source: Path = PrivateAttr(default=DEFAULT_CONFIG_PATH)

@@ -21,7 +21,7 @@ from tests.fakes.demo import DEMO_IMAGES as DEMO_IMAGES
 from tests.fakes.demo import index_demo_catalog
 
 # The real imagenet-lite0 model's session fixtures, for tests where meaning matters.
-pytest_plugins = ["tests.real_model"]
+pytest_plugins = ["tests.real_model", "tests.state_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
