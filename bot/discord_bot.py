@@ -31,7 +31,7 @@ from bot.flow import Inputs, ReadInputs, Refusal, Results, SearchRequest, Unread
 from bot.frontend import Frontend
 from bot.i18n import t
 from bot.paging import BadToken, PageToken, decode_token, encode_token
-from bot.render import button_label, caption_text, format_price, shop_link, short_title
+from bot.render import button_label, caption_text, price_markdown, shop_link, short_title
 from bot.safe_fetch import UnsafeUrl, fetch_user_image
 from bot.settings import BotSettings
 from engine.search import Engine
@@ -416,7 +416,7 @@ class DiscordBot(Frontend):
         )
         sections: list[discord.ui.Section[discord.ui.LayoutView]] = [
             discord.ui.Section(
-                f"**{number}. {short_title(hit.product.title, 80)}**\n{format_price(hit.product)}"
+                f"**{number}. {short_title(hit.product.title, 80)}**\n{price_markdown(hit.product)}"
                 + (f" · {t(language, 'out_of_stock')}" if not hit.product.in_stock else ""),
                 accessory=discord.ui.Button(
                     style=discord.ButtonStyle.link, label=t(language, "buy"), url=self._link(hit)
@@ -448,7 +448,7 @@ class DiscordBot(Frontend):
             embed = discord.Embed(
                 title=short_title(hit.product.title, 250),
                 url=url,
-                description=caption_text(hit, language),
+                description=caption_text(hit, language, markdown=True),
             )
             embed.set_image(url=source)
             embeds.append(embed)
