@@ -242,3 +242,15 @@ def test_every_rebuilds_on_schedule_and_outlives_a_failed_run(
 def test_every_needs_an_interval(tiny_env, tmp_path: Path, capsys) -> None:
     assert build(FIXTURES / "merchant-atom.xml", tmp_path / "index", "--every", "soon") == 2
     assert "--every: 'soon' is not an interval" in capsys.readouterr().err
+
+
+def test_a_feed_over_the_byte_cap_is_refused(
+    tiny_env, tmp_path: Path, monkeypatch, capsys, feed_server: FeedServer
+) -> None:
+    monkeypatch.setenv("FASHIONBOT_BUILD__ALLOW_PRIVATE_HOSTS", '["127.0.0.1"]')
+    monkeypatch.setenv("FASHIONBOT_BUILD__MAX_FEED_BYTES", "100000")  # the feed is ~140 kB
+    index_dir = tmp_path / "index"
+    assert build(f"http://127.0.0.1:{feed_server.port}/merchant-feed.xml", index_dir) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MB, over build.max_feed_bytes" in err
+    assert list((index_dir / "cache" / "feeds").iterdir()) == []  # no partial download kept
