@@ -107,6 +107,7 @@ def _page_as_json(page: SearchPage) -> str:
                 "title": hit.product.title,
                 "url": hit.product.url,
                 "price": hit.product.price,
+                "original_price": hit.product.original_price,  # before a sale; else null
                 "currency": hit.product.currency,
                 "category": hit.product.category,
                 "score": round(hit.score, 6),
@@ -125,6 +126,8 @@ def format_hits(page: SearchPage) -> str:
         price = (
             f"{product.price:.2f} {product.currency}".strip() if product.price is not None else ""
         )
+        if price and product.original_price is not None and product.original_price > product.price:
+            price += f" (was {product.original_price:.2f})"
         lines.append(
             f"{rank:>2}. {product.title}  {price}  [{product.category}]  score {hit.score:.3f}"
         )

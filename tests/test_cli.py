@@ -44,6 +44,7 @@ def test_query_json_lists_products(cli_index: Path, capsys) -> None:
         "title",
         "url",
         "price",
+        "original_price",
         "currency",
         "category",
         "score",

@@ -254,3 +254,16 @@ def test_a_feed_over_the_byte_cap_is_refused(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "MB, over build.max_feed_bytes" in err
     assert list((index_dir / "cache" / "feeds").iterdir()) == []  # no partial download kept
+
+
+def test_query_shows_the_price_before_the_sale(tiny_env, tmp_path: Path, capsys) -> None:
+    index_dir = tmp_path / "index"
+    assert build(FIXTURES / "merchant-rss.xml", index_dir) == 0
+    capsys.readouterr()
+    coat = str(DEMO_IMAGES / "outwear-1.jpg")
+    assert index_builder.main(["query", coat, "--index", str(index_dir), "--json"]) == 0
+    results = {r["product_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (results["COAT"]["price"], results["COAT"]["original_price"]) == (59.0, 89.0)
+    assert results["HAT-1"]["original_price"] is None
+    assert index_builder.main(["query", coat, "--index", str(index_dir)]) == 0
+    assert "59.00 EUR (was 89.00)" in capsys.readouterr().out
