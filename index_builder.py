@@ -1,7 +1,7 @@
 """Build, inspect and query a fashionbot product index.
 
-    python index_builder.py build CATALOG [--out DIR] [--config F] [--model M] [--pretrained P]
-                                  [--ray [ADDRESS]]
+    python index_builder.py build CATALOG|URL [--out DIR] [--config F] [--model M]
+                                  [--pretrained P] [--ray [ADDRESS]] [--every 6h]
     python index_builder.py query PHOTO [--index DIR] [--k N] [--text T] [--category C] [--json]
     python index_builder.py info [--index DIR]
     python index_builder.py eval [QUERIES] [--index DIR] [--self N] [--k 1,5,10] [--json]
@@ -27,6 +27,7 @@ from engine.config import ConfigError, Settings, load_settings
 from engine.types import Filters, SearchPage, TextSearchUnavailable
 
 if TYPE_CHECKING:
+    from engine.embedder import Embedder
     from engine.images import ImageError
     from engine.state.report import AnalyticsReport
     from engine.store import Manifest
@@ -52,11 +53,35 @@ def _index_dir(settings: Settings) -> Path:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from engine.embedder import load_embedder
-    from engine.ingest.pipeline import build_index
+    from engine.ingest.feed import FeedError
+    from engine.ingest.fetch import is_url
+    from engine.ingest.pipeline import BuildError
+    from engine.ingest.schedule import parse_interval, run_every
 
     settings = _settings(args)
-    catalog = Path(args.catalog).resolve()
+    catalog = args.catalog if is_url(args.catalog) else Path(args.catalog).resolve()
+    try:
+        interval = parse_interval(args.every) if args.every else None
+    except ValueError as exc:
+        print(f"error: --every: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     embedder = load_embedder(settings.model, settings.source.parent)
+
+    def build_once() -> None:
+        _build_and_report(args, settings, catalog, embedder)
+
+    if interval is None:
+        build_once()
+        return EXIT_OK
+    run_every(interval, build_once, expected=(BuildError, FeedError))
+    return EXIT_OK  # not reached: only an interrupt ends the schedule
+
+
+def _build_and_report(
+    args: argparse.Namespace, settings: Settings, catalog: Path | str, embedder: Embedder
+) -> None:
+    from engine.ingest.pipeline import build_index
+
     report = asyncio.run(
         build_index(
             settings,
@@ -68,14 +93,13 @@ def cmd_build(args: argparse.Namespace) -> int:
             use_ray=args.ray is not None,
         )
     )
-    print(report.summary())
+    print(report.summary(), flush=True)
     if report.skipped:
         # Group by the reason's stem ("HTTP 404", "file not found"), not its details.
         reasons = Counter(skip.reason.split(" (")[0].split(":")[0] for skip in report.skipped)
         for reason, count in reasons.most_common(8):
             print(f"  skipped {count:>6}  {reason}")
         print(f"Skipped rows and images with reasons: {report.build_dir / 'skipped.csv'}")
-    return EXIT_OK
 
 
 def _page_as_json(page: SearchPage) -> str:
@@ -86,6 +110,7 @@ def _page_as_json(page: SearchPage) -> str:
                 "title": hit.product.title,
                 "url": hit.product.url,
                 "price": hit.product.price,
+                "original_price": hit.product.original_price,  # before a sale; else null
                 "currency": hit.product.currency,
                 "category": hit.product.category,
                 "score": round(hit.score, 6),
@@ -104,6 +129,8 @@ def format_hits(page: SearchPage) -> str:
         price = (
             f"{product.price:.2f} {product.currency}".strip() if product.price is not None else ""
         )
+        if price and product.original_price is not None and product.original_price > product.price:
+            price += f" (was {product.original_price:.2f})"
         lines.append(
             f"{rank:>2}. {product.title}  {price}  [{product.category}]  score {hit.score:.3f}"
         )
@@ -343,7 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build (or incrementally update) the index")
-    build.add_argument("catalog", help="product feed: CSV or JSON Lines")
+    build.add_argument(
+        "catalog",
+        help="product feed, a file or an http(s) URL: CSV, JSON Lines, Google Merchant "
+        "Center XML or TSV, or Shopify products.json (told apart by content)",
+    )
     build.add_argument("--out", help="index directory (default: index.dir)")
     build.add_argument("--model", help="model.name override")
     build.add_argument("--pretrained", help="model.pretrained override")
@@ -355,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="embed on a Ray cluster (ADDRESS, e.g. ray://head:10001; without it: "
         "$RAY_ADDRESS or a local Ray instance). Needs pip install 'fashionbot[ray]'",
+    )
+    build.add_argument(
+        "--every",
+        metavar="INTERVAL",
+        help="keep rebuilding on a schedule, e.g. 6h, 30m, 1d (incremental: unchanged "
+        "images are not embedded again); a failed build is logged and tried again next time",
     )
     build.set_defaults(run=cmd_build)
 

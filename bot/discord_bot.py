@@ -44,8 +44,8 @@ from bot.paging import BadToken, PageToken, decode_token, encode_token
 from bot.render import (
     button_label,
     caption_text,
-    format_price,
     garment_button_label,
+    price_markdown,
     results_for,
     short_title,
 )
@@ -456,7 +456,7 @@ class DiscordBot(Frontend):
         )
         sections: list[discord.ui.Section[discord.ui.LayoutView]] = [
             discord.ui.Section(
-                f"**{number}. {short_title(hit.product.title, 80)}**\n{format_price(hit.product)}"
+                f"**{number}. {short_title(hit.product.title, 80)}**\n{price_markdown(hit.product)}"
                 + (f" · {t(language, 'out_of_stock')}" if not hit.product.in_stock else ""),
                 accessory=discord.ui.Button(
                     style=discord.ButtonStyle.link,
@@ -493,7 +493,7 @@ class DiscordBot(Frontend):
             embed = discord.Embed(
                 title=short_title(hit.product.title, 250),
                 url=url,
-                description=caption_text(hit, language),
+                description=caption_text(hit, language, markdown=True),
             )
             embed.set_image(url=source)
             embeds.append(embed)

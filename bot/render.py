@@ -15,9 +15,41 @@ CAPTION_LIMIT = 1024  # Telegram's caption limit; Discord's is larger
 
 
 def format_price(product: Product) -> str:
-    if product.price is None:
+    """The price to pay now (the sale price when on sale)."""
+    return _amount(product.price, product.currency)
+
+
+def _amount(value: float | None, currency: str) -> str:
+    return "" if value is None else f"{value:,.2f} {currency}".strip()
+
+
+def former_price(product: Product) -> str:
+    """The price before the sale, "" when the product is not on sale."""
+    old, now = product.original_price, product.price
+    if old is None or now is None or old <= now:
         return ""
-    return f"{product.price:,.2f} {product.currency}".strip()
+    return _amount(old, product.currency)
+
+
+def price_html(product: Product) -> str:
+    """The price for an HTML caption (Telegram): the old price struck through beside the
+    new one when on sale."""
+    was = former_price(product)
+    now = escape(format_price(product))
+    return f"<s>{escape(was)}</s> {now}" if was else now
+
+
+def price_markdown(product: Product) -> str:
+    """The price for Discord's markdown: the old price struck through with ~~ on sale."""
+    was = former_price(product)
+    return f"~~{was}~~ {format_price(product)}" if was else format_price(product)
+
+
+def price_plain(product: Product, language: str | None) -> str:
+    """The price where no markup shows (alt text, the terminal): "19.99 EUR (was 29.99 EUR)"."""
+    was = former_price(product)
+    now = format_price(product)
+    return f"{now} ({t(language, 'price_was', price=was)})" if was else now
 
 
 def shop_link(url: str, source: str, links: LinkSettings) -> str:
@@ -43,9 +75,12 @@ def short_title(title: str, limit: int = 48) -> str:
     return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
 
 
-def caption_text(hit: Hit, language: str | None = None) -> str:
+def caption_text(hit: Hit, language: str | None = None, markdown: bool = False) -> str:
+    """Title, price and stock in one line; `markdown` strikes a sale's old price through
+    (Discord embeds), otherwise the old price is said in words."""
     product = hit.product
-    parts = [product.title, format_price(product)]
+    price = price_markdown(product) if markdown else price_plain(product, language)
+    parts = [product.title, price]
     if not product.in_stock:
         parts.append(f"({t(language, 'out_of_stock')})")
     return " · ".join(p for p in parts if p)
@@ -56,7 +91,7 @@ def caption_html(hit: Hit, link: str, language: str | None) -> str:
     details = " · ".join(
         p
         for p in (
-            escape(format_price(product)),
+            price_html(product),
             escape(t(language, "out_of_stock")) if not product.in_stock else "",
         )
         if p

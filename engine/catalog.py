@@ -33,7 +33,8 @@ CREATE TABLE products (
     colour TEXT NOT NULL DEFAULT '',
     brand TEXT NOT NULL DEFAULT '',
     in_stock INTEGER NOT NULL DEFAULT 1,
-    extra TEXT NOT NULL DEFAULT '{}'
+    extra TEXT NOT NULL DEFAULT '{}',
+    original_price REAL
 );
 CREATE TABLE images (
     key INTEGER PRIMARY KEY CHECK (key >= 0),
@@ -48,8 +49,11 @@ CREATE INDEX products_by_category ON products(category);
 
 _PRODUCT_COLUMNS = (
     "product_id, title, url, image, price, currency, category, gender, colour, brand, "
-    "in_stock, extra"
+    "in_stock, extra, original_price"
 )
+# Columns added after schema 1 was first published, each with what an index built before
+# it means: such an index stays readable, the missing column read as this value.
+_LATER_COLUMNS = {"original_price": "NULL"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,9 @@ class ImageRecord:
 
 
 def _product_from_row(row: Row) -> Product:
-    pid, title, url, image, price, currency, category, gender, colour, brand, stock, extra = row
+    pid, title, url, image, price, currency, category, gender, colour, brand, stock, extra = row[
+        :12
+    ]
     return Product(
         product_id=pid,
         title=title,
@@ -76,6 +82,7 @@ def _product_from_row(row: Row) -> Product:
         brand=brand,
         in_stock=bool(stock),
         extra=json.loads(extra),
+        original_price=row[12],
     )
 
 
@@ -89,7 +96,7 @@ class CatalogWriter:
 
     def add_products(self, products: Iterable[Product]) -> None:
         self._db.executemany(
-            f"INSERT INTO products ({_PRODUCT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO products ({_PRODUCT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 (
                     p.product_id,
@@ -104,6 +111,7 @@ class CatalogWriter:
                     p.brand,
                     int(p.in_stock),
                     json.dumps(p.extra, ensure_ascii=False),
+                    p.original_price,
                 )
                 for p in products
             ),
@@ -130,6 +138,16 @@ class Catalog:
         version = self._one("SELECT value FROM meta WHERE key = 'schema_version'")
         if version is None or int(version[0]) != SCHEMA_VERSION:
             raise ValueError(f"{path}: catalog schema {version} is not {SCHEMA_VERSION}")
+        self._product_columns = self._readable_product_columns()
+
+    def _readable_product_columns(self) -> str:
+        """The product columns to select: a column this catalog predates reads as its
+        stand-in value, so an index built before it stays servable."""
+        present = {row[1] for row in self._all("PRAGMA table_info(products)")}
+        return ", ".join(
+            name if name in present else f"{_LATER_COLUMNS[name]} AS {name}"
+            for name in (c.strip() for c in _PRODUCT_COLUMNS.split(","))
+        )
 
     def _one(self, sql: str, params: Row = ()) -> Row | None:
         with self._lock:
@@ -167,7 +185,7 @@ class Catalog:
 
     def products(self, product_ids: Iterable[str]) -> dict[str, Product]:
         rows = self._rows_in(
-            f"SELECT {_PRODUCT_COLUMNS} FROM products",
+            f"SELECT {self._product_columns} FROM products",
             "product_id",
             list(dict.fromkeys(product_ids)),
         )

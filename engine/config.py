@@ -175,6 +175,10 @@ class BuildSettings(Section):
     # A cached download older than this is revalidated with the server (ETag /
     # Last-Modified) before a build uses it; 0 = every build.
     cache_max_age_s: NonNegativeFloat = 7 * 24 * 3600.0
+    # A catalog given as a URL: the most it may download, and how long the whole download
+    # may take (a shop's full feed can be hundreds of megabytes).
+    max_feed_bytes: PositiveInt = 2_000_000_000
+    feed_timeout_s: PositiveFloat = 600.0
 
     @field_validator("allow_private_hosts")
     @classmethod
@@ -230,6 +234,18 @@ class GarmentSettings(Section):
 class CatalogSettings(Section):
     # canonical column -> the feed's column name
     columns: dict[str, str] = Field(default_factory=dict)
+    # A Shopify products.json read from a file names no shop: its product links are this
+    # address + /products/<handle> (a products.json fetched by URL uses its own address).
+    shop_url: str = ""
+    # The currency of prices that carry none (Shopify's products.json), e.g. "EUR".
+    currency: str = ""
+
+    @field_validator("shop_url")
+    @classmethod
+    def _http_address(cls, value: str) -> str:
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise ValueError('must be the shop\'s http(s) address, e.g. "https://shop.example.com"')
+        return value
 
 
 class StateSettings(Section):

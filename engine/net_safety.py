@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -22,6 +23,11 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+
+
+class TooManyRedirects(aiohttp.ClientError):
+    """More than MAX_REDIRECTS hops."""
 
 
 class UnsafeUrl(ValueError):
@@ -136,3 +142,26 @@ class CheckedResolver(AbstractResolver):
 
 def checked_connector(policy: AddressPolicy, limit: int = 100) -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(resolver=CheckedResolver(policy), use_dns_cache=False, limit=limit)
+
+
+@asynccontextmanager
+async def checked_get(
+    session: aiohttp.ClientSession,
+    url: str,
+    policy: AddressPolicy,
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """GET `url`, following redirects here so that every hop's address is checked (the
+    session's connector should be `checked_connector(policy)` for host names). Raises
+    UnsafeUrl for a refused hop and TooManyRedirects when the MAX_REDIRECTS-th request
+    still redirects."""
+    for _ in range(MAX_REDIRECTS):
+        check_url(url, policy)
+        async with session.get(url, allow_redirects=False, headers=headers) as response:
+            location = response.headers.get("Location")
+            if response.status in REDIRECTS and location:
+                url = urljoin(url, location)
+                continue
+            yield response
+            return
+    raise TooManyRedirects("too many redirects")

@@ -34,6 +34,9 @@ class Product:
     image: str  # the product's first image: a path relative to the index's catalog, or a URL
     price: float | None = None
     currency: str = ""
+    # The price before a sale (a feed's regular price beside its sale price, Shopify's
+    # compare-at price); None when the product is not on sale.
+    original_price: float | None = None
     category: str = ""
     gender: str = ""
     colour: str = ""

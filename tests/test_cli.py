@@ -58,6 +58,7 @@ def test_query_json_lists_products(cli_index: Path, tiny_env, capsys) -> None:
         "title",
         "url",
         "price",
+        "original_price",
         "currency",
         "category",
         "score",

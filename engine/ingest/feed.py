@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 from engine.ingest.csv_records import CsvHeaderError, CsvRecords
 from engine.ingest.shop_url import shop_url_problem
@@ -77,6 +78,13 @@ def parse_in_stock(text: str) -> bool | None:
     if value in _FALSE:
         return False
     return None
+
+
+def resolve_image(reference: str, feed_url: str) -> str:
+    """An image reference of a feed fetched from `feed_url`, as the browser would read it
+    (relative to the feed's address); a local feed's references stay as they are (the
+    fetcher reads relative paths against the feed's folder)."""
+    return urljoin(feed_url, reference) if feed_url else reference
 
 
 def _decode(data: bytes) -> tuple[str, str]:
@@ -167,7 +175,7 @@ def _rows(path: Path, text: str, columns: _Columns) -> Iterator[_Row]:
     return _csv_rows(path.name, text, columns.require)
 
 
-def _read_text(path: Path) -> tuple[str, str]:
+def read_feed_text(path: Path) -> tuple[str, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -179,8 +187,16 @@ def _read_text(path: Path) -> tuple[str, str]:
 
 
 def read_feed(path: Path, column_map: Mapping[str, str] | None = None) -> Feed:
-    """Parse the feed. `column_map` maps canonical names to the feed's own column names."""
-    text, encoding = _read_text(path)
+    """Parse a CSV or JSON Lines feed. `column_map` maps canonical names to the feed's own
+    column names. (engine/ingest/feed_formats.py reads every format.)"""
+    text, encoding = read_feed_text(path)
+    return read_rows_feed(path, text, encoding, column_map)
+
+
+def read_rows_feed(
+    path: Path, text: str, encoding: str, column_map: Mapping[str, str] | None = None
+) -> Feed:
+    """A CSV or JSON Lines feed already read as `text`."""
     columns = _Columns(path.name, column_map)
     feed = Feed(encoding=encoding)
     first_row_of: dict[str, int] = {}

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import urljoin
 
 import aiohttp
 from tenacity import (
@@ -34,12 +33,17 @@ from tenacity import (
 )
 
 from engine.config import BuildSettings
-from engine.net_safety import REDIRECTS, AddressPolicy, UnsafeUrl, check_url, checked_connector
+from engine.net_safety import (
+    AddressPolicy,
+    TooManyRedirects,
+    UnsafeUrl,
+    checked_connector,
+    checked_get,
+)
 
 log = logging.getLogger(__name__)
 
 _ACCEPTED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
-MAX_REDIRECTS = 5
 _READ_CHUNK = 1 << 20
 
 
@@ -293,22 +297,14 @@ class ImageFetcher:
         return download
 
     async def _download(self, url: str, validators: dict[str, str]) -> _Download:
-        """Follows redirects itself, so that every hop's address is checked."""
         assert self._session is not None, "use ImageFetcher as an async context manager"
         try:
-            for _ in range(MAX_REDIRECTS):
-                check_url(url, self._policy)
-                async with self._session.get(
-                    url, allow_redirects=False, headers=validators
-                ) as response:
-                    location = response.headers.get("Location")
-                    if response.status in REDIRECTS and location:
-                        url = urljoin(url, location)
-                        continue
-                    return await self._read_response(response, bool(validators))
-            raise FetchError("too many redirects")
+            async with checked_get(self._session, url, self._policy, validators) as response:
+                return await self._read_response(response, bool(validators))
         except UnsafeUrl as exc:
             raise FetchError(f"refused: {exc} (allow it with build.allow_private_hosts)") from None
+        except TooManyRedirects:
+            raise FetchError("too many redirects") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise _Transient("timed out") from None
         except aiohttp.InvalidURL:

@@ -33,9 +33,11 @@ from engine.ingest.disk_space import (
     is_disk_full,
     surely_too_little,
 )
-from engine.ingest.feed import Feed, Skipped, read_feed
+from engine.ingest.feed import Feed, Skipped
+from engine.ingest.feed_download import download_feed
+from engine.ingest.feed_formats import FeedOrigin, read_catalog
 from engine.ingest.feed_image import FeedImage, ImageStatus, feed_images
-from engine.ingest.fetch import FetchSettings, ImageFetcher
+from engine.ingest.fetch import FetchSettings, ImageFetcher, is_url
 from engine.ingest.local_embed import LocalEmbedding
 from engine.ingest.ray_embed import (
     ClusterPlan,
@@ -70,25 +72,27 @@ class BuildError(RuntimeError):
 
 async def build_index(
     settings: Settings,
-    catalog_path: Path,
+    catalog: Path | str,
     index_dir: Path,
     embedder: Embedder,
     show_progress: bool = True,
     ray_address: str | None = None,
     use_ray: bool = False,
 ) -> BuildReport:
-    """Build and publish an index of `catalog_path` into `index_dir`. With `use_ray`, the
-    images are downloaded, decoded and embedded on a Ray cluster (`ray_address`, or a
-    local Ray instance when None); everything else is the same as a local build."""
+    """Build and publish an index of `catalog` (a feed file, or its http(s) URL) into
+    `index_dir`. With `use_ray`, the images are downloaded, decoded and embedded on a Ray
+    cluster (`ray_address`, or a local Ray instance when None); everything else is the
+    same as a local build."""
     started = time.perf_counter()
     with _build_lock(index_dir):
         remove_stale_temp_builds(index_dir)
-        feed = read_feed(catalog_path, settings.catalog.columns)
+        catalog_path, origin = await _local_feed(settings, catalog, index_dir)
+        feed = read_catalog(catalog_path, settings.catalog.columns, origin)
         images = feed_images(feed.items)
         if not images:
             report = _write_failed_skipped(index_dir, feed.skipped)
             raise BuildError(
-                f"{catalog_path} has no usable product rows ({len(feed.skipped)} skipped; "
+                f"{catalog} has no usable product rows ({len(feed.skipped)} skipped; "
                 f"each row's reason is in {report})"
             )
         reuse = _previous_build(index_dir, embedder)
@@ -122,6 +126,24 @@ async def build_index(
     )
 
 
+async def _local_feed(
+    settings: Settings, catalog: Path | str, index_dir: Path
+) -> tuple[Path, FeedOrigin]:
+    """The feed as a file (a URL's download goes under the cache's feeds/), and where it
+    came from."""
+    shop = settings.catalog
+    if isinstance(catalog, str) and is_url(catalog):
+        folder = _cache_dir(settings, index_dir) / "feeds"
+        path = await download_feed(catalog, folder, settings.build)
+        return path, FeedOrigin(catalog, shop.shop_url, shop.currency)
+    return Path(catalog), FeedOrigin("", shop.shop_url, shop.currency)
+
+
+def _cache_dir(settings: Settings, index_dir: Path) -> Path:
+    cache_dir = settings.build.cache_dir
+    return settings.resolve_path(cache_dir) if cache_dir else index_dir / "cache"
+
+
 @dataclass(frozen=True)
 class _Sources:
     """Where a build's images come from: paths relative to the feed's folder, or URLs
@@ -134,11 +156,12 @@ class _Sources:
     @classmethod
     def of(cls, settings: Settings, catalog_path: Path, index_dir: Path) -> _Sources:
         build = settings.build
-        cache_dir = (
-            settings.resolve_path(build.cache_dir) if build.cache_dir else index_dir / "cache"
-        )
         roots = tuple(settings.resolve_path(root) for root in build.image_roots)
-        return cls(catalog_path.parent, cache_dir, FetchSettings.from_settings(build, roots))
+        return cls(
+            catalog_path.parent,
+            _cache_dir(settings, index_dir),
+            FetchSettings.from_settings(build, roots),
+        )
 
 
 async def _embed_here(
