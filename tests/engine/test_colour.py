@@ -4,6 +4,7 @@ through the engine (plumbing, with the tiny model; what it means: test_colour_re
 from __future__ import annotations
 
 import io
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from engine.query_store import QueryStore
 from engine.search import Engine
 from engine.store import current_build_dir
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, REPO_ROOT, make_settings
-from tests.fakes.demo import index_demo_catalog
 
 
 def garment(colour_rgb: tuple[int, int, int], background=(255, 255, 255), size=(300, 400)):
@@ -101,10 +101,11 @@ def test_the_build_stores_checksummed_descriptors(demo_index_dir: Path, embedder
         index.close()
 
 
-def test_a_corrupted_colour_file_is_refused(tiny_model_files, embedder, tmp_path: Path) -> None:
+def test_a_corrupted_colour_file_is_refused(demo_index_dir, embedder, tmp_path: Path) -> None:
     index_dir = tmp_path / "index"
-    index_demo_catalog(make_settings(tiny_model_files, index_dir), index_dir, embedder)
+    shutil.copytree(demo_index_dir, index_dir)  # the session's index, not a build of its own
     path = current_build_dir(index_dir) / COLOUR_FILE
+    path.chmod(0o644)  # published builds are read-only
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
