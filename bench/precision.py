@@ -139,9 +139,10 @@ def render(precision: dict[str, Any]) -> list[str]:
     lines = [
         "## 7. Model precision: bf16 beside fp32",
         "",
-        f"This CPU {'computes bf16 natively' if precision['native_bf16'] else 'has no native bf16'}"
-        ' (what `model.precision = "auto"` checks). The model\'s weights cast to bf16'
-        " against the same weights in fp32, taking turns on the same input:",
+        f"This CPU {'has' if precision['native_bf16'] else 'has no'} native bf16 instructions"
+        " (avx512_bf16, amx_bf16 or Arm's bf16 in /proc/cpuinfo). The model's weights cast"
+        " to bf16 against the same weights in fp32, taking turns on the same input (a speed-up"
+        ' below 1 means bf16 is slower; `model.precision = "auto"` then stays fp32 on CPUs):',
         "",
         "| architecture | batch | fp32 | bf16 | speed-up |",
         "| --- | --- | --- | --- | --- |",

@@ -90,8 +90,8 @@ class ModelSettings(Section):
     cache_dir: str = ""
     # "crop": the model's own centre crop; "pad": pad to a square first (keeps hems, collars)
     preprocess: Literal["crop", "pad"] = "crop"
-    # The arithmetic of the forward pass; "auto" = bf16 on CPUs with native bf16, fp16 on
-    # CUDA, else fp32 (engine/precision.py)
+    # The arithmetic of the forward pass; "auto" = fp16 on CUDA, else fp32 (bf16 measured
+    # slower than fp32 on this project's CPUs: engine/precision.py)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     @field_validator("device")

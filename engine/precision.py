@@ -1,9 +1,12 @@
 """The arithmetic the model runs in: `model.precision` resolved for the device at hand.
 
-bf16 halves the model's time on CPUs that compute it natively (AVX-512 BF16, AMX, Arm's
-BF16 extension) and keeps the vectors comparable with fp32 ones (docs/benchmarks.md), so an
-index built in one precision is served in another. Casting the weights is used, not
-autocast: autocast was measured 2x slower than fp32 at batch 16 on this project's CPUs.
+`auto` is fp16 on CUDA and fp32 on CPUs. bf16 on a CPU was measured, not assumed
+(docs/benchmarks.md, section 7): on this project's AMD EPYC machines, which have native
+bf16 instructions (avx512_bf16), torch 2.14's bf16 matrix products ran slower than fp32
+(ViT-B-32 0.5-0.8x), so `auto` does not pick it there; set "bf16" on a CPU where it
+measures faster (AMX). Vectors stay comparable across precisions (cosine to fp32 >= 0.996
+on real weights), so an index built in one is served in another. Weights are cast, not
+autocast: autocast was measured 2x slower than fp32 at batch 16.
 """
 
 from __future__ import annotations
@@ -48,17 +51,11 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
 
 
-def resolve_precision(
-    setting: PrecisionSetting, device_type: str, flags: frozenset[str] | None = None
-) -> Precision:
-    """`auto`: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32. fp16 on a CPU is
+def resolve_precision(setting: PrecisionSetting, device_type: str) -> Precision:
+    """`auto`: fp16 on CUDA, else fp32 (see the module's note on bf16). fp16 on a CPU is
     refused: CPUs without fp16 units emulate it, slower than fp32."""
     if setting == "auto":
-        if device_type == "cuda":
-            return "fp16"
-        if device_type == "cpu" and cpu_has_native_bf16(flags):
-            return "bf16"
-        return "fp32"
+        return "fp16" if device_type == "cuda" else "fp32"
     if setting == "fp16" and device_type == "cpu":
         raise PrecisionError(
             'model.precision = "fp16" runs emulated (slower than fp32) on a CPU: '
