@@ -161,6 +161,9 @@ class BuildSettings(Section):
     keep_builds: NonNegativeInt = 1
     category_probe: bool = True
     colour_descriptors: bool = True
+    # Crop a catalog photo of someone wearing the product to the garment of the product's
+    # category (engine/catalog_crop.py); product photos are embedded whole.
+    crop_to_category: bool = False
     # `index_builder.py build --ray`: CPUs per model actor on GPU-less nodes, and how many
     # download/decode workers feed the model actors (0 = one per 8 CPUs of a CPU cluster;
     # with GPUs, every CPU not driving a GPU).
