@@ -5,10 +5,10 @@ decoded once; then, photo by photo and taking turns (drift hits every variant al
 one torch thread:
 - the embedder's own forward pass (`imagenet-lite0`, real weights, batch 1, the served
   precision): the reference every other figure is a ratio to;
-- the finder's whole pass as shipped (`GarmentFinder.find`: resize, trunk, head, look
-  gate, boxes);
+- the finder's whole pass (`GarmentFinder.find`: resize, trunk, head, look gate, boxes)
+  at the served input size and at the size the head was trained at;
 - the trunk alone in the variants tried: as loaded, batch norms folded, folded and
-  channels-last (shipped), the same in bf16, and the shipped trunk on a smaller input;
+  channels-last, the same in bf16, and on smaller inputs;
 - decoding the photo's JPEG as a garment search does (`DECODE_SIDE`): what a search
   saves by reusing the photo `find_garments` decoded.
 """
@@ -27,7 +27,7 @@ import torch
 from engine import garments as finder_module
 from engine.config import DEFAULT_CONFIG_PATH, load_settings
 from engine.embedder import load_embedder
-from engine.garment_search import DECODE_SIDE
+from engine.garment_search import DECODE_SIDE, configured_finder
 from engine.images import decode_image
 from engine.precision import resolve_precision
 
@@ -48,19 +48,26 @@ def _timed(run: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _trunk_variants(plain: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, Any, int]]:
-    """name -> (trunk, input dtype and layout, input long side)."""
+def _trunk_variants(
+    plain: torch.nn.Module, served_side: int
+) -> dict[str, tuple[torch.nn.Module, Any, int]]:
+    """name -> (trunk, (input dtype, memory layout), input long side)."""
+    trained = finder_module.INPUT_LONG_SIDE
     folded = finder_module.fold_batch_norms(copy.deepcopy(plain)).eval()
-    shipped = finder_module.fast_trunk(copy.deepcopy(plain))
-    bf16 = copy.deepcopy(shipped).to(torch.bfloat16)
-    last = torch.channels_last
-    long_side = finder_module.INPUT_LONG_SIDE
+    fast = finder_module.fast_trunk(copy.deepcopy(plain))
+    bf16 = copy.deepcopy(fast).to(torch.bfloat16)
+    nchw, last = (torch.float32, torch.contiguous_format), (torch.float32, torch.channels_last)
     return {
-        "trunk as loaded": (plain, (torch.float32, torch.contiguous_format), long_side),
-        "trunk, batch norms folded": (folded, (torch.float32, torch.contiguous_format), long_side),
-        "trunk, folded + channels-last (shipped)": (shipped, (torch.float32, last), long_side),
-        "trunk, folded + channels-last, bf16": (bf16, (torch.bfloat16, last), long_side),
-        f"trunk shipped, input {SMALLER_SIDE} px": (shipped, (torch.float32, last), SMALLER_SIDE),
+        f"trunk as loaded, {trained} px": (plain, nchw, trained),
+        f"trunk, batch norms folded, {trained} px": (folded, nchw, trained),
+        f"trunk, folded + channels-last, {trained} px": (fast, last, trained),
+        f"trunk, folded + channels-last, bf16, {trained} px": (
+            bf16,
+            (torch.bfloat16, torch.channels_last),
+            trained,
+        ),
+        f"trunk, folded + channels-last, {served_side} px (shipped)": (fast, last, served_side),
+        f"trunk, folded + channels-last, {SMALLER_SIDE} px": (fast, last, SMALLER_SIDE),
     }
 
 
@@ -77,12 +84,20 @@ def _measure(quick: bool, model_cache: Path | None) -> dict[str, Any]:
     settings = load_settings(DEFAULT_CONFIG_PATH, environ={})
     model = {"name": "imagenet-lite0", "cache_dir": str(model_cache or "")}
     embedder = load_embedder(settings.model.model_copy(update=model))
-    finder = finder_module.GarmentFinder()
+    finder = configured_finder(settings.garments)
+    trained_finder = finder_module.GarmentFinder(params=finder.params)
     photos = street_photos(8 if quick else 30)
     images = [decode_image(data, draft_size=DECODE_SIDE) for data in photos]
-    finder.find(images[0])  # loads it
-    variants = _trunk_variants(finder_module.load_trunk())
-    times: dict[str, list[float]] = {"model forward (reference)": [], "finder (shipped)": []}
+    finder.find(images[0])  # loads them
+    trained_finder.find(images[0])
+    served, trained = finder.long_side, finder_module.INPUT_LONG_SIDE
+    variants = _trunk_variants(finder_module.load_trunk(), served)
+    whole = {
+        f"finder, whole pass, {served} px (shipped)": finder,
+        f"finder, whole pass, {trained} px": trained_finder,
+    }
+    times: dict[str, list[float]] = {"model forward (reference)": []}
+    times.update({name: [] for name in whole})
     times.update({name: [] for name in variants})
     times["decode for the garment search"] = []
     with torch.inference_mode():
@@ -92,7 +107,8 @@ def _measure(quick: bool, model_cache: Path | None) -> dict[str, Any]:
                 times["model forward (reference)"].append(
                     _timed(embedder.model.encode_image, pixels)
                 )
-                times["finder (shipped)"].append(_timed(finder.find, image))
+                for name, each in whole.items():
+                    times[name].append(_timed(each.find, image))
                 for name, (trunk, (dtype, layout), side) in variants.items():
                     tensor = finder_module.photo_tensor(image, side)
                     tensor = tensor.to(dtype).contiguous(memory_format=layout)
@@ -126,9 +142,9 @@ def render(finder: dict[str, Any]) -> list[str]:
         f"{finder['photos']} street photos (e.g. {finder['photo_size']}), decoded once; per photo,"
         " taking turns, on one torch thread: the embedder's own forward pass"
         f" ({finder['model']}, {finder['model_precision']}, {finder['model_input']} px, batch 1)"
-        " and the garment finder (`engine/garments.py`) with the trunk variants tried"
-        f" (input {finder_module.INPUT_LONG_SIDE} px on the long side unless said)."
-        " Medians, and their ratio to the model's median:",
+        " and the garment finder (`engine/garments.py`): its whole pass (resize, trunk, head,"
+        " look gate, boxes) and its trunk alone in the variants tried (input scaled to the"
+        " given long side). Medians, and their ratio to the model's median:",
         "",
         "| pass | median | fastest | ratio to the model |",
         "| --- | --- | --- | --- |",

@@ -33,6 +33,7 @@ import torch
 import usearch
 from PIL import Image
 
+from bench import finder_speed
 from bench import precision as model_precision
 from bench.precision import cast_copy as precision_copy
 from engine.config import DEFAULT_CONFIG_PATH, load_settings
@@ -658,7 +659,17 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-SECTIONS = ("query", "concurrency", "build", "ann", "startup", "filtered", "flops", "precision")
+SECTIONS = (
+    "query",
+    "concurrency",
+    "build",
+    "ann",
+    "startup",
+    "filtered",
+    "flops",
+    "precision",
+    "finder",
+)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -728,6 +739,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["precision"] = model_precision.measure(
                 architectures, DATASET, quick, random_embedder
             )
+
+        if "finder" in wanted:
+            results["finder"] = finder_speed.measure(quick)
 
     results["headline"] = headline(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -908,6 +922,8 @@ def render(results: dict[str, Any]) -> str:
     ]
     if "precision" in results:
         lines += model_precision.render(results["precision"])
+    if "finder" in results:
+        lines += finder_speed.render(results["finder"])
     lines += settings_section(results)
     return "\n".join(lines)
 

@@ -21,8 +21,8 @@ from PIL import Image
 
 from engine.config import GarmentSettings, ImageSettings
 from engine.embedder import ImagePreprocessor
-from engine.garment_search import DECODE_SIDE, same_category
-from engine.garments import GARMENT_CLASSES, FinderParams, GarmentFinder
+from engine.garment_search import DECODE_SIDE, configured_finder, same_category
+from engine.garments import GARMENT_CLASSES, GarmentFinder
 from engine.images import decode_image
 from engine.types import Garment
 
@@ -57,8 +57,7 @@ class CategoryCropper:
             if settings.crop_preprocess == "pad"
             else preprocessor
         )
-        params = FinderParams(min_area=settings.min_area, min_confidence=settings.min_confidence)
-        self.finder = finder or GarmentFinder(params=params)
+        self.finder = finder or configured_finder(settings)
         self._found: OrderedDict[str, list[Garment]] = OrderedDict()
         self._lock = threading.Lock()
         self.cropped = 0  # photos embedded as their garment (for the build's log)

@@ -231,6 +231,9 @@ class GarmentSettings(Section):
     max_garments: PositiveInt = 6
     min_confidence: UnitInterval = 0.3
     min_area: UnitInterval = 0.006
+    # The finder's input: the photo's long side scaled to this (a multiple of 32; the
+    # head was trained at 320). Smaller is faster and finds less (docs/garments.md).
+    input_long_side: int = Field(default=288, ge=64, le=640, multiple_of=32)
     synonyms: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GARMENT_SYNONYMS))
 
 

@@ -39,8 +39,9 @@ TRUNK_NAME = "tf_efficientnet_lite0"
 TRUNK_STAGES = (2, 3, 4)  # strides 8, 16, 32
 TRUNK_CHANNELS = (40, 112, 320)
 CELL_STRIDE = 8
-# Portrait street photos come in at ~2:3; 320 px on the long side keeps the trunk's pass
-# near 20 ms on two cores while a shoe still spans a few stride-8 cells.
+# Portrait street photos come in at ~2:3. The head is trained on photos scaled to 320 px
+# on the long side; the finder runs at `garments.input_long_side` (288 by default: about
+# a fifth less time, its quality cost measured in docs/garments.md).
 INPUT_LONG_SIDE = 320
 INPUT_MULTIPLE = 32  # the trunk's largest stride
 PERSON = "person"

@@ -195,6 +195,33 @@ def test_a_garment_search_pages_on_with_its_category(engine) -> None:
     assert first.category_first and later.category_first == first.category_first
 
 
+def test_shop_the_look_decodes_the_photo_once(engine, monkeypatch) -> None:
+    """find_garments, then search(garment=...) of the same photo: one decode; another
+    photo with the same length is decoded afresh."""
+    import engine.garment_search as garment_search
+
+    decodes: list[int] = []
+    real_decode = garment_search.decode_image
+
+    def counting_decode(data: bytes, *args, **kwargs):
+        decodes.append(len(data))
+        return real_decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(garment_search, "decode_image", counting_decode)
+    photo = (STREET / "0016.jpg").read_bytes()
+    middle = len(photo) // 2  # same length, one bit of the picture's data flipped
+    changed = photo[:middle] + bytes([photo[middle] ^ 1]) + photo[middle + 1 :]
+
+    async def scenario():
+        garments = await engine.find_garments(photo)
+        page = await engine.search(image=bytes(photo), garment=garments[0], k=2)
+        await engine.find_garments(changed)
+        return page
+
+    page = asyncio.run(scenario())
+    assert page.hits and len(decodes) == 2
+
+
 def test_a_product_photo_searches_as_before(engine) -> None:
     photo = (DEMO_IMAGES / "pants-1.jpg").read_bytes()
 
