@@ -701,10 +701,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results = json.loads(args.json.read_text(encoding="utf-8"))
         if results["quick"] != quick:
             parser.error("--only must use the same size (--quick or not) as results.json")
+        # The machine line stays the one of the first run; a rerun on another names its own.
         results.setdefault("reruns", []).append(
-            f"{time.strftime('%Y-%m-%d %H:%M')}: {','.join(sorted(wanted))}"
+            f"{time.strftime('%Y-%m-%d %H:%M')}: {','.join(sorted(wanted))} on {machine()}"
         )
-    results.update(quick=quick, machine=machine(), cores=os.cpu_count())
+    else:
+        results.update(quick=quick, machine=machine(), cores=os.cpu_count())
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         if "flops" in wanted:
