@@ -33,6 +33,7 @@ import torch
 import usearch
 from PIL import Image
 
+from bench import finder_speed
 from bench import precision as model_precision
 from bench.precision import cast_copy as precision_copy
 from engine.config import DEFAULT_CONFIG_PATH, load_settings
@@ -658,7 +659,17 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-SECTIONS = ("query", "concurrency", "build", "ann", "startup", "filtered", "flops", "precision")
+SECTIONS = (
+    "query",
+    "concurrency",
+    "build",
+    "ann",
+    "startup",
+    "filtered",
+    "flops",
+    "precision",
+    "finder",
+)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -679,6 +690,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.render:
         results = json.loads(args.json.read_text(encoding="utf-8"))
+        results["headline"] = headline(results)  # derived: follows the report's keys
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
         return write_reports(results, args.out, args.json)
     quick = args.quick
     big = 20_000 if quick else 1_000_000
@@ -690,10 +703,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results = json.loads(args.json.read_text(encoding="utf-8"))
         if results["quick"] != quick:
             parser.error("--only must use the same size (--quick or not) as results.json")
+        # The machine line stays the one of the first run; a rerun on another names its own.
         results.setdefault("reruns", []).append(
-            f"{time.strftime('%Y-%m-%d %H:%M')}: {','.join(sorted(wanted))}"
+            f"{time.strftime('%Y-%m-%d %H:%M')}: {','.join(sorted(wanted))} on {machine()}"
         )
-    results.update(quick=quick, machine=machine(), cores=os.cpu_count())
+    else:
+        results.update(quick=quick, machine=machine(), cores=os.cpu_count())
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         if "flops" in wanted:
@@ -728,6 +743,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["precision"] = model_precision.measure(
                 architectures, DATASET, quick, random_embedder
             )
+
+        if "finder" in wanted:
+            results["finder"] = finder_speed.measure(quick)
 
     results["headline"] = headline(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -908,6 +926,8 @@ def render(results: dict[str, Any]) -> str:
     ]
     if "precision" in results:
         lines += model_precision.render(results["precision"])
+    if "finder" in results:
+        lines += finder_speed.render(results["finder"])
     lines += settings_section(results)
     return "\n".join(lines)
 

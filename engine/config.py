@@ -161,6 +161,9 @@ class BuildSettings(Section):
     keep_builds: NonNegativeInt = 1
     category_probe: bool = True
     colour_descriptors: bool = True
+    # Crop a catalog photo of someone wearing the product to the garment of the product's
+    # category (engine/catalog_crop.py); product photos are embedded whole.
+    crop_to_category: bool = False
     # `index_builder.py build --ray`: CPUs per model actor on GPU-less nodes, and how many
     # download/decode workers feed the model actors (0 = one per 8 CPUs of a CPU cluster;
     # with GPUs, every CPU not driving a GPU).
@@ -228,6 +231,9 @@ class GarmentSettings(Section):
     max_garments: PositiveInt = 6
     min_confidence: UnitInterval = 0.3
     min_area: UnitInterval = 0.006
+    # The finder's input: the photo's long side scaled to this (a multiple of 32; the
+    # head was trained at 320). Smaller is faster and finds less (docs/garments.md).
+    input_long_side: int = Field(default=288, ge=64, le=640, multiple_of=32)
     synonyms: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GARMENT_SYNONYMS))
 
 

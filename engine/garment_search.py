@@ -34,7 +34,14 @@ DECODE_SIDE = 768
 # Query keys remembered with their garment's category, so later pages put the same
 # category first; older keys fall back to the catalog's own category prediction.
 REMEMBERED_KEYS = 10_000
+# Decoded photos kept for the next call about the same photo (a few MB each).
+REMEMBERED_PHOTOS = 2
 T = TypeVar("T")
+
+
+def configured_finder(settings: GarmentSettings) -> GarmentFinder:
+    params = FinderParams(min_area=settings.min_area, min_confidence=settings.min_confidence)
+    return GarmentFinder(params=params, long_side=settings.input_long_side)
 
 
 def same_category(first: str, second: str, synonyms: dict[str, str]) -> bool:
@@ -68,9 +75,10 @@ class GarmentSearch:
         self.settings = settings
         self._limits = limits
         self.describe_colour = describe_colour
-        params = FinderParams(min_area=settings.min_area, min_confidence=settings.min_confidence)
-        self.finder = GarmentFinder(params=params)
+        self.finder = configured_finder(settings)
         self._key_categories: OrderedDict[str, str] = OrderedDict()
+        self._decoded: OrderedDict[int, tuple[bytes, Image.Image]] = OrderedDict()
+        self._decoded_lock = threading.Lock()
         self._keys_lock = threading.Lock()
         # The finder's passes on one thread of their own: it holds a lock anyway, and the
         # engine's CPU pool stays free for decoding the next shoppers' photos.
@@ -85,8 +93,21 @@ class GarmentSearch:
         self._finder_thread.shutdown(wait=False, cancel_futures=True)
 
     def decode(self, data: bytes) -> Image.Image:
-        """Raises ImageError like a plain search would."""
-        return decode_image(data, self._limits, draft_size=DECODE_SIDE)
+        """Raises ImageError like a plain search would. The shop-the-look flow sends the
+        same photo to `find_garments` and then to `search(garment=...)`: the last few
+        decoded photos are kept (compared byte for byte), so it is decoded once."""
+        key = hash(data)  # cached by the bytes object itself; equality settles collisions
+        with self._decoded_lock:
+            kept = self._decoded.get(key)
+            if kept is not None and kept[0] == data:
+                self._decoded.move_to_end(key)
+                return kept[1]
+        image = decode_image(data, self._limits, draft_size=DECODE_SIDE)
+        with self._decoded_lock:
+            self._decoded[key] = (data, image)
+            while len(self._decoded) > REMEMBERED_PHOTOS:
+                self._decoded.popitem(last=False)
+        return image
 
     def find(self, image: Image.Image) -> list[Garment]:
         if not self.settings.enabled:

@@ -39,8 +39,9 @@ TRUNK_NAME = "tf_efficientnet_lite0"
 TRUNK_STAGES = (2, 3, 4)  # strides 8, 16, 32
 TRUNK_CHANNELS = (40, 112, 320)
 CELL_STRIDE = 8
-# Portrait street photos come in at ~2:3; 320 px on the long side keeps the trunk's pass
-# near 20 ms on two cores while a shoe still spans a few stride-8 cells.
+# Portrait street photos come in at ~2:3. The head is trained on photos scaled to 320 px
+# on the long side; the finder runs at `garments.input_long_side` (288 by default: about
+# a fifth less time, its quality cost measured in docs/garments.md).
 INPUT_LONG_SIDE = 320
 INPUT_MULTIPLE = 32  # the trunk's largest stride
 PERSON = "person"
@@ -119,6 +120,50 @@ def photo_tensor(image: Image.Image, long_side: int = INPUT_LONG_SIDE) -> torch.
     resized = image.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
     pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy())
     return (pixels.permute(2, 0, 1).unsqueeze(0) / 127.5) - 1.0
+
+
+# Each block's convolution and the batch norm after it, by timm's names: folded into one
+# convolution with a bias for inference (bench/perf.py's finder section measures it).
+FOLDED_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "EfficientNetFeatures": (("conv_stem", "bn1"),),
+    "DepthwiseSeparableConv": (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    "InvertedResidual": (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+}
+
+
+def _fold_into(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    assert norm.running_var is not None and norm.running_mean is not None
+    assert norm.weight is not None and norm.bias is not None
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), False)
+    conv.bias = nn.Parameter(shift, False)
+
+
+def fold_batch_norms(trunk: nn.Module) -> nn.Module:
+    """The same function with every batch norm folded into the convolution before it
+    (its activation kept): fewer passes over the feature maps. Eval mode only."""
+    for module in trunk.modules():
+        for conv_name, norm_name in FOLDED_PAIRS.get(type(module).__name__, ()):
+            conv, norm = getattr(module, conv_name), getattr(module, norm_name)
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                _fold_into(conv, norm)
+                # timm's BatchNormAct2d: norm, then dropout, then the activation.
+                rest: list[nn.Module] = [getattr(norm, "drop", nn.Identity())]
+                setattr(
+                    module, norm_name, nn.Sequential(*rest, getattr(norm, "act", nn.Identity()))
+                )
+    return trunk
+
+
+def fast_trunk(trunk: nn.Module) -> nn.Module:
+    """The trunk as the finder runs it: batch norms folded, channels-last memory
+    (oneDNN's depthwise convolutions are faster on NHWC)."""
+    with torch.no_grad():
+        folded = fold_batch_norms(trunk.eval())
+    return folded.to(memory_format=torch.channels_last)
 
 
 def load_trunk() -> nn.Module:
@@ -258,7 +303,7 @@ class GarmentFinder:
             head.load_state_dict(stored["head"])
             gate.load_state_dict(stored["gate"])
             self._head, self._gate = head.eval(), gate.eval()
-            self._trunk = load_trunk()
+            self._trunk = fast_trunk(load_trunk())
         except Exception as exc:  # a finder that cannot load means whole-photo search
             log.warning("garment finder unavailable, searching whole photos: %s", exc)
             self._unavailable = True
@@ -269,7 +314,8 @@ class GarmentFinder:
         """(cell probabilities, the probability that the photo is a look)."""
         with self._lock, torch.inference_mode():
             assert self._trunk is not None and self._head is not None and self._gate
-            features = self._trunk(photo_tensor(image, self.long_side))
+            pixels = photo_tensor(image, self.long_side)
+            features = self._trunk(pixels.contiguous(memory_format=torch.channels_last))
             return cell_probabilities(self._head, features), look_probability(self._gate, features)
 
     def find(self, image: Image.Image) -> list[Garment]:

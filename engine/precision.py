@@ -1,10 +1,10 @@
 """The arithmetic the model runs in: `model.precision` resolved for the device at hand.
 
 `auto` is fp16 on CUDA and fp32 on CPUs. bf16 on a CPU was measured, not assumed
-(docs/benchmarks.md, section 7): on this project's AMD EPYC machines, which have native
-bf16 instructions (avx512_bf16), torch 2.14's bf16 matrix products ran slower than fp32
-(ViT-B-32 0.5-0.8x), so `auto` does not pick it there; set "bf16" on a CPU where it
-measures faster (AMX). Vectors stay comparable across precisions (cosine to fp32 >= 0.996
+(docs/benchmarks.md, section 7): on this project's 2-core Intel Xeon machine, which has
+native bf16 instructions (avx512_bf16; no AMX exposed), torch 2.14's bf16 matrix products
+ran slower than fp32 (ViT-B-32 0.5-0.8x), so `auto` does not pick it; set "bf16" on a CPU
+where it measures faster (AMX). Vectors stay comparable across precisions (cosine to fp32 >= 0.996
 on real weights), so an index built in one is served in another. Weights are cast, not
 autocast: autocast was measured 2x slower than fp32 at batch 16.
 """

@@ -91,7 +91,7 @@ def test_perf_benchmarks_run_at_tiny_sizes(
     is checked (benchmarks are not tests), only that the measurements are sane."""
     import shutil
 
-    from bench import perf
+    from bench import finder_speed, perf
     from bench import precision as model_precision
 
     for n, photo in enumerate(sorted(DEMO_IMAGES.glob("*.jpg"))[:8]):
@@ -117,6 +117,7 @@ def test_perf_benchmarks_run_at_tiny_sizes(
         "precision": model_precision.measure(
             ["tiny-random"], tmp_path / "data", True, perf.random_embedder, lite0_cache
         ),
+        "finder": finder_speed.measure(quick=True, model_cache=lite0_cache),
     }
     results["headline"] = perf.headline(results)
     assert results["build"]["images"] == 8
@@ -141,8 +142,15 @@ def test_perf_benchmarks_run_at_tiny_sizes(
     assert results["headline"]["bf16_top10_overlap"] == agreement["top10_overlap"]
     assert [r["batch"] for r in results["precision"]["speed"]["tiny-random"]] == [1, 16]
 
+    finder_rows = {row["name"]: row for row in results["finder"]["rows"]}
+    assert finder_rows["model forward (reference)"]["ratio_to_model"] == 1.0
+    assert any(name.endswith("(shipped)") for name in finder_rows)
+    assert all(0 < row["min_ms"] <= row["median_ms"] for row in finder_rows.values())
+
     text = perf.render(results)
-    for section in range(1, 8):
+    for name in finder_rows:
+        assert f"| {name} |" in text
+    for section in range(1, 9):
         assert f"## {section}. " in text
     assert "## What the speed settings buy" in text and "JPEG draft decoding" in text
     for name, graph in (("usearch_f16", f16), ("usearch_i8", i8)):
@@ -167,7 +175,9 @@ def test_perf_benchmarks_run_at_tiny_sizes(
             *("--json", str(saved), "--out", str(docs / "benchmarks.md")),
         ]
     )
-    assert "Sections rerun later" in (docs / "benchmarks.md").read_text()
+    rerun = (docs / "benchmarks.md").read_text()
+    assert "Sections rerun later" in rerun and f"flops on {perf.machine()}" in rerun
+    assert f"Machine: {results['machine']}." in rerun  # the first run's machine line stays
     assert (docs / "scaling.md").read_text().startswith("# Scaling and sizing")
 
 

@@ -11,12 +11,14 @@ import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from engine.catalog_crop import CategoryCropper
 from engine.config import Settings
 from engine.embedder import Embedder
 from engine.images import ImageError
@@ -50,6 +52,11 @@ class LocalEmbedding:
         self._no_more = False
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="build-decode")
         self._model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build-model")
+        self.cropper = (
+            CategoryCropper(settings.garments, settings.images, embedder.image_preprocessor)
+            if settings.build.crop_to_category
+            else None
+        )
 
     async def run(self, images: list[FeedImage]) -> None:
         try:
@@ -70,17 +77,21 @@ class LocalEmbedding:
 
     async def _prepare(self, image: FeedImage) -> None:
         """Fetch; reuse the served build's vector for unchanged bytes, or decode for the model."""
+        category = image.item.product.category
         try:
             fetched = await self._fetcher.fetch(image.source)
             image.fetched(hashlib.sha256(fetched.data).hexdigest(), fetched.local_path)
-            stored = self._reuse(image.digest)
+            # A cropped vector depends on the product's category, not only on the bytes.
+            croppable = self.cropper is not None and self.cropper.wanted(category)
+            stored = None if croppable else self._reuse(image.digest)
             if stored is not None:
                 await asyncio.to_thread(keep_in_cache, fetched)
                 image.reused(stored)
                 self._progress.update()
                 return
             loop = asyncio.get_running_loop()
-            pixels = await loop.run_in_executor(self._decode_pool, self._decode, fetched.data)
+            decode = partial(self._decode, fetched.data, category, image.digest)
+            pixels = await loop.run_in_executor(self._decode_pool, decode)
             await asyncio.to_thread(keep_in_cache, fetched)  # only what decodes is cached
             image.status = ImageStatus.EMBED
             await self._ready.put((image, pixels))
@@ -92,7 +103,9 @@ class LocalEmbedding:
         finally:
             self._in_flight.release()
 
-    def _decode(self, data: bytes) -> torch.Tensor:
+    def _decode(self, data: bytes, category: str, digest: str) -> torch.Tensor:
+        if self.cropper is not None:  # build.crop_to_category
+            return self.cropper.pixels(data, category, digest)
         return self._embedder.image_preprocessor.from_bytes(data, self._limits)
 
     def _skip(self, image: FeedImage, reason: str) -> None:

@@ -173,7 +173,12 @@ async def _embed_here(
     progress: tqdm[Any],
 ) -> str:
     async with ImageFetcher(sources.base_dir, sources.cache_dir, sources.fetch) as fetcher:
-        await LocalEmbedding(embedder, settings, reuse.vector, fetcher, progress).run(images)
+        stages = LocalEmbedding(embedder, settings, reuse.vector, fetcher, progress)
+        await stages.run(images)
+    if stages.cropper is not None:
+        log.info(
+            "build.crop_to_category: %d photos embedded as their garment", stages.cropper.cropped
+        )
     return "this machine"
 
 
@@ -188,6 +193,8 @@ def _embed_on_ray(
 ) -> str:
     """The same stages on a Ray cluster; only the results come back here."""
     build = settings.build
+    if build.crop_to_category:
+        log.warning("build.crop_to_category applies to builds on this machine only: ignored")
     context = DecodeContext(
         sources.base_dir,
         sources.cache_dir,

@@ -110,6 +110,38 @@ def test_half_a_person_still_finds_what_is_there(finder) -> None:
     assert "shoes" in categories or "pants" in categories
 
 
+def test_the_fast_trunk_computes_the_trunk_as_loaded() -> None:
+    """Batch norms folded into the convolutions and channels-last memory: the same
+    features (what the head was trained on), on a real photo's input."""
+    import copy
+
+    import torch
+
+    from engine.garments import fast_trunk, load_trunk, photo_tensor
+
+    loaded = load_trunk()
+    fast = fast_trunk(copy.deepcopy(loaded))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    pixels = photo_tensor(open_photo(STREET / "0016.jpg"), 288)
+    with torch.inference_mode():
+        expected = loaded(pixels)
+        found = fast(pixels.contiguous(memory_format=torch.channels_last))
+    for want, got in zip(expected, found, strict=True):
+        assert torch.allclose(want, got, atol=1e-3, rtol=1e-3)
+
+
+def test_the_finder_runs_at_the_configured_input_size() -> None:
+    from engine.config import Settings
+    from engine.garment_search import GarmentSearch
+
+    settings = Settings().with_overrides(garments={"input_long_side": 256})
+    search = GarmentSearch(settings.garments, settings.images)
+    try:
+        assert search.finder.long_side == 256
+    finally:
+        search.close()
+
+
 def test_without_weights_every_photo_is_searched_whole(tmp_path: Path) -> None:
     missing = GarmentFinder(weights=tmp_path / "nothing.pt")
     photo = open_photo(STREET / "0016.jpg")
@@ -193,6 +225,33 @@ def test_a_garment_search_pages_on_with_its_category(engine) -> None:
 
     first, later = asyncio.run(scenario())
     assert first.category_first and later.category_first == first.category_first
+
+
+def test_shop_the_look_decodes_the_photo_once(engine, monkeypatch) -> None:
+    """find_garments, then search(garment=...) of the same photo: one decode; another
+    photo with the same length is decoded afresh."""
+    import engine.garment_search as garment_search
+
+    decodes: list[int] = []
+    real_decode = garment_search.decode_image
+
+    def counting_decode(data: bytes, *args, **kwargs):
+        decodes.append(len(data))
+        return real_decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(garment_search, "decode_image", counting_decode)
+    photo = (STREET / "0016.jpg").read_bytes()
+    middle = len(photo) // 2  # same length, one bit of the picture's data flipped
+    changed = photo[:middle] + bytes([photo[middle] ^ 1]) + photo[middle + 1 :]
+
+    async def scenario():
+        garments = await engine.find_garments(photo)
+        page = await engine.search(image=bytes(photo), garment=garments[0], k=2)
+        await engine.find_garments(changed)
+        return page
+
+    page = asyncio.run(scenario())
+    assert page.hits and len(decodes) == 2
 
 
 def test_a_product_photo_searches_as_before(engine) -> None:
