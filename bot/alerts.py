@@ -18,7 +18,13 @@ from collections.abc import Awaitable, Callable
 from bot.settings import AlertSettings
 from engine.catalog import ImageRecord
 from engine.search import Engine
-from engine.state.alerts import Outbox, PendingAlert, find_alerts, saved_product_ids
+from engine.state.alerts import (
+    Outbox,
+    PendingAlert,
+    build_prices,
+    find_alerts,
+    saved_product_ids,
+)
 from engine.state.store import StateStore
 from engine.types import Product
 
@@ -140,7 +146,7 @@ class AlertService:
         if build == self._compared_build:
             return None
         ids = await saved_product_ids(self.store)
-        prices = await asyncio.to_thread(index.catalog.prices, ids)
+        prices = build_prices(ids, await asyncio.to_thread(index.catalog.prices, ids))
         queued = await find_alerts(self.store, build, prices, self.settings.min_drop_percent)
         self._compared_build = build
         if queued:

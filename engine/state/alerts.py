@@ -56,9 +56,9 @@ async def find_alerts(
     min_drop_percent: float,
     clock: Callable[[], float] = time.time,
 ) -> int | None:
-    """Compare build `build_id`'s `prices` (of the saved products; one missing from the
-    build counts as out of stock) with the baselines; queue the alerts. Returns how many
-    were queued, or None when the build was already compared."""
+    """Compare build `build_id`'s `prices` of saved products (`build_prices`) with their
+    baselines; queue the alerts. Returns how many were queued, or None when the build
+    was already compared."""
     now = int(clock())
     async with store.engine.begin() as connection:
         try:
@@ -135,19 +135,26 @@ async def _queue(
 
 
 async def _move_baselines(connection: AsyncConnection, build_id: str) -> None:
-    """Each saved product's baseline becomes this build's price and stock; one the build
-    lacks is out of stock (its price is kept)."""
+    """Each compared product's baseline becomes this build's price and stock (a product
+    the build lacks keeps its price, out of stock). Products saved since the comparison
+    began were not staged and keep the baseline they were saved with."""
     saved, new = saved_products.c, alert_prices.c
     same = and_(new.build_id == build_id, new.product_id == saved.product_id)
-    in_build = exists().where(same)
     new_price = select(new.price).where(same).scalar_subquery()
     new_stock = select(new.in_stock).where(same).scalar_subquery()
     await connection.execute(
         update(saved_products)
-        .where(in_build)
+        .where(exists().where(same))
         .values(price=func.coalesce(new_price, saved.price), in_stock=new_stock)
     )
-    await connection.execute(update(saved_products).where(not_(in_build)).values(in_stock=False))
+
+
+def build_prices(
+    product_ids: Iterable[str], found: dict[str, PriceAndStock]
+) -> dict[str, PriceAndStock]:
+    """What `find_alerts` compares: each product asked about, one the build lacks as
+    (no price, out of stock)."""
+    return {pid: found.get(pid, (None, False)) for pid in product_ids}
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class Shopper:
 @dataclass(frozen=True)
 class SavedItem:
     product_id: str
-    saved_at: int
+    saved_at_ms: int
 
 
 class SaveOutcome(enum.Enum):
@@ -104,7 +104,7 @@ class SavedProducts:
             row = {
                 "shopper_id": shopper_id,
                 "product_id": product_id,
-                "saved_at": int(self.clock()),
+                "saved_at_ms": int(self.clock() * 1000),  # newest first, even within a second
                 "price": price,
                 "in_stock": in_stock,
             }
@@ -136,9 +136,9 @@ class SavedProducts:
                 return [], 0
             mine = saved_products.c.shopper_id == shopper_id
             rows = await connection.execute(
-                select(saved_products.c.product_id, saved_products.c.saved_at)
+                select(saved_products.c.product_id, saved_products.c.saved_at_ms)
                 .where(mine)
-                .order_by(saved_products.c.saved_at.desc(), saved_products.c.product_id)
+                .order_by(saved_products.c.saved_at_ms.desc(), saved_products.c.product_id)
                 .limit(limit)
             )
             items = [SavedItem(pid, at) for pid, at in rows]

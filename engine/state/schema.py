@@ -98,7 +98,7 @@ saved_products = Table(
         autoincrement=False,
     ),
     Column("product_id", String(200), primary_key=True),
-    Column("saved_at", BigInteger, nullable=False),
+    Column("saved_at_ms", BigInteger, nullable=False),
     Column("price", Float),  # None: the catalog gave none
     Column("in_stock", Boolean, nullable=False),
     Index("ix_saved_products_product", "product_id"),

@@ -40,7 +40,7 @@ def upgrade() -> None:
             autoincrement=False,
         ),
         sa.Column("product_id", sa.String(200), primary_key=True),
-        sa.Column("saved_at", sa.BigInteger, nullable=False),
+        sa.Column("saved_at_ms", sa.BigInteger, nullable=False),
         sa.Column("price", sa.Float),
         sa.Column("in_stock", sa.Boolean, nullable=False),
     )
