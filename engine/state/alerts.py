@@ -20,7 +20,6 @@ from sqlalchemy import (
     and_,
     cast,
     delete,
-    exists,
     func,
     insert,
     literal,
@@ -139,13 +138,11 @@ async def _move_baselines(connection: AsyncConnection, build_id: str) -> None:
     the build lacks keeps its price, out of stock). Products saved since the comparison
     began were not staged and keep the baseline they were saved with."""
     saved, new = saved_products.c, alert_prices.c
-    same = and_(new.build_id == build_id, new.product_id == saved.product_id)
-    new_price = select(new.price).where(same).scalar_subquery()
-    new_stock = select(new.in_stock).where(same).scalar_subquery()
+    # UPDATE ... FROM (PostgreSQL, SQLite >= 3.33): one join, not a subquery per row.
     await connection.execute(
         update(saved_products)
-        .where(exists().where(same))
-        .values(price=func.coalesce(new_price, saved.price), in_stock=new_stock)
+        .where(new.build_id == build_id, new.product_id == saved.product_id)
+        .values(price=func.coalesce(new.price, saved.price), in_stock=new.in_stock)
     )
 
 
