@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ BATCH = 200
 MAX_IN_FLIGHT = 16
 # A claim older than this was left by a process that died while sending it.
 INTERRUPTED_AFTER_S = 300.0
+IN_FLIGHT_POLL_S = 0.05  # how often a batch whose chats all have a send in flight looks again
 
 
 class Delivery(enum.Enum):
@@ -50,7 +52,8 @@ Deliver = Callable[[PendingAlert, Product, ImageRecord | None], Awaitable[Delive
 
 class Pacer:
     """At most `per_second` sends in all, evenly spaced, and one per chat every
-    `per_chat_interval_s`."""
+    `per_chat_interval_s`, counted from the end of the chat's previous send (a chat with
+    a send in flight waits for it)."""
 
     def __init__(
         self,
@@ -74,10 +77,14 @@ class Pacer:
         self._next_any = slot + self.interval
         if slot > now:
             await asyncio.sleep(slot - now)
-        sent_at = self.clock()
-        self._next_chat[chat] = sent_at + self.per_chat
+        self._next_chat[chat] = math.inf  # until `done`
+
+    def done(self, chat: str) -> None:
+        """The send to `chat` is over (delivered or not)."""
+        now = self.clock()
+        self._next_chat[chat] = now + self.per_chat
         if len(self._next_chat) > 50_000:  # forget chats whose wait is over
-            self._next_chat = {c: t for c, t in self._next_chat.items() if t > sent_at}
+            self._next_chat = {c: t for c, t in self._next_chat.items() if t > now}
 
 
 class AlertService:
@@ -100,6 +107,7 @@ class AlertService:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._wake = asyncio.Event()
         self.delivered = 0
+        self._settled = 0  # alerts of the current batch sent, or refused for good
 
     def register(self, platform: str, deliver: Deliver) -> None:
         self.senders[platform] = deliver
@@ -154,14 +162,17 @@ class AlertService:
         return queued
 
     async def send_pending(self) -> bool:
-        """Send one batch of queued alerts; False when there was nothing to send."""
+        """Send one batch of queued alerts; False when there was nothing to send, or
+        nothing got through (the network is down: wait before retrying)."""
         pending = deque(await self.outbox.pending(self.senders, BATCH))
         if not pending:
             return False
+        self._settled = 0
         while pending:
             alert = _first_ready(pending, self.pacer)
             if alert is None:  # every chat in the batch waits: sleep for the first
-                await asyncio.sleep(min(self.pacer.chat_wait(_chat(a)) for a in pending))
+                soonest = min(self.pacer.chat_wait(_chat(a)) for a in pending)
+                await asyncio.sleep(min(soonest, IN_FLIGHT_POLL_S))
                 continue
             pending.remove(alert)
             await self._slots.acquire()
@@ -171,7 +182,7 @@ class AlertService:
             task.add_done_callback(self._in_flight.discard)
         if self._in_flight:  # asyncio.wait: a cancelled sender leaves the deliveries running
             await asyncio.wait(set(self._in_flight))
-        return True
+        return self._settled > 0
 
     async def _deliver(self, alert: PendingAlert) -> None:
         """Claim, send, mark: runs as its own task, so cancelling the sender never cuts
@@ -200,7 +211,10 @@ class AlertService:
                 await self.outbox.failed(alert.id)
             else:
                 await self.outbox.retry_later(alert.id, self.settings.max_attempts)
+            if result is not Delivery.RETRY:
+                self._settled += 1
         finally:
+            self.pacer.done(_chat(alert))
             self._slots.release()
 
 

@@ -384,3 +384,22 @@ async def test_german_texts(engine, settings, api: FakeBotApi, state_url: str) -
         )
     finally:
         await shop.stop()
+
+
+async def test_alerts_are_paced(engine, settings, api: FakeBotApi, state_url: str) -> None:
+    """At most alerts.messages_per_second in all: 30 alerts at 50/s take at least 0.58 s."""
+    paced = configured(settings, api, state_url, messages_per_second=50.0)
+    store = await StateStore.open(paced.state.url, paced.source.parent)
+    (product_id,) = in_stock_ids(engine, 1)
+    for user in range(6_000, 6_030):
+        await SavedProducts(store).save(
+            Shopper("telegram", str(user)), product_id, 9_999.0, True, 1
+        )
+    await store.close()
+    shop = await open_shop(engine, paced, api)
+    try:
+        await api.wait_until(lambda: len(photo_sends(api)) >= 30)
+        arrivals = sorted(c.at for c in photo_sends(api))
+        assert arrivals[-1] - arrivals[0] >= 29 / 50 - 0.05  # give or take the loopback
+    finally:
+        await shop.stop()
