@@ -71,6 +71,8 @@ from engine.types import Product, SearchPage
 
 log = logging.getLogger(__name__)
 
+MAX_LAYOUT_COMPONENTS = 40  # Discord's limit on the components of one message
+
 # Every component custom id reaches PageButton, so that a garbled or forged one gets a
 # clear answer instead of Discord's "This interaction failed".
 ANY_CUSTOM_ID = r"(?s).{1,100}"
@@ -522,10 +524,12 @@ class DiscordBot(Frontend):
             heading += f"\n{t(language, 'caption_ignored')}"
         view = discord.ui.LayoutView(timeout=None)
         view.add_item(discord.ui.Container(discord.ui.TextDisplay(heading), gallery, *sections))
+        paging = discord.ui.ActionRow(*self._page_buttons(results, language))
         if self.saving is not None:
-            for row in self._save_rows(results, language):
+            room = MAX_LAYOUT_COMPONENTS - view.total_children_count - 1 - len(paging.children)
+            for row in self._save_rows(results, language, room):
                 view.add_item(row)
-        view.add_item(discord.ui.ActionRow(*self._page_buttons(results, language)))
+        view.add_item(paging)
         return {"view": view, "files": files}
 
     def _embeds_reply(self, results: Results, language: str) -> dict[str, Any]:
@@ -563,8 +567,11 @@ class DiscordBot(Frontend):
 
     # ---- saved products and alerts ------------------------------------------------------
 
-    def _save_rows(self, results: Results, language: str) -> list[discord.ui.ActionRow[Any]]:
-        """A "♡ n" button per product, five to a row."""
+    def _save_rows(
+        self, results: Results, language: str, room: int
+    ) -> list[discord.ui.ActionRow[Any]]:
+        """A "♡ n" button per product, five to a row, as many as `room` components allow
+        (a message holds 40: a gallery of 10 leaves room for the first few)."""
         page = results.page
         buttons = [
             PageButton(
@@ -572,7 +579,12 @@ class DiscordBot(Frontend):
             )
             for n, hit in enumerate(page.hits, start=page.offset + 1)
         ]
-        return [discord.ui.ActionRow(*buttons[i : i + 5]) for i in range(0, len(buttons), 5)]
+        rows: list[discord.ui.ActionRow[Any]] = []
+        while buttons and room >= 2:  # a row and at least one button
+            take = min(5, room - 1, len(buttons))
+            rows.append(discord.ui.ActionRow(*buttons[:take]))
+            buttons, room = buttons[take:], room - take - 1
+        return rows
 
     async def on_saved_button(self, interaction: discord.Interaction, custom_id: str) -> None:
         """Save (under an album) or remove (under /saved): an ephemeral confirmation."""

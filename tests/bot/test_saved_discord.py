@@ -138,3 +138,14 @@ async def test_alerts_arrive_as_direct_messages(shop: DiscordShop, fake_discord)
     blocked = shoppers.c.user_id == closed
     assert await count(shop.store, shoppers, blocked, shoppers.c.blocked) == 1
     assert await count(shop.store, alert_outbox, alert_outbox.c.status == "dropped") == 1
+
+
+async def test_a_gallery_of_ten_stays_within_discords_component_limit(
+    shop: DiscordShop, fake_discord: FakeDiscord
+) -> None:
+    await fake_discord.interact(fake_discord.similar(photo("dress-1.jpg"), count=10))
+    reply = await followup(fake_discord)
+    components = walk(reply.payload["components"])
+    assert len(components) <= 40  # Discord refuses a message with more
+    saves = buttons(reply.payload["components"], "♡")
+    assert saves and [b["label"] for b in saves] == [f"♡ {n}" for n in range(1, len(saves) + 1)]
