@@ -325,7 +325,9 @@ class TelegramBot(Frontend):
     async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is not None:
-            await message.reply_text(t(_language(update), "start"))
+            language = _language(update)
+            saved = f"\n{t(language, 'start.saved')}" if self.saving is not None else ""
+            await message.reply_text(t(language, "start") + saved)
 
     async def on_search_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
