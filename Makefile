@@ -7,7 +7,7 @@ CATALOG ?= data/demo/catalog.csv
 STAMP := $(VENV)/.installed
 
 .PHONY: run run-offline test lint typecheck format index clean reliability audit quality bench bench-quick
-.PHONY: bench-analytics
+.PHONY: bench-analytics bench-alerts
 .PHONY: train-garments
 
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU build of torch
@@ -52,6 +52,11 @@ bench-quick: $(STAMP)
 # docs/analytics.md: what recording a search costs it, and clicks/s through /go/ (SQLite).
 bench-analytics: $(STAMP)
 	$(PY) -m bench.analytics $(BENCH_ARGS)
+
+# docs/alerts.md: finding a build's alerts for 100,000 saved products of 20,000 shoppers
+# (SQLite, and PostgreSQL where installed), and photo answers while alerts go out.
+bench-alerts: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m bench.alerts $(BENCH_ARGS)
 
 # Figures for docs/reliability.md (hostile files, 200 shoppers at once, Bot API faults).
 reliability: $(STAMP)

@@ -24,6 +24,7 @@ from bot.http_server import HealthServer
 from bot.logs import configure_logging
 from bot.metrics import Metrics
 from bot.redirect import ClickRedirect, served_products
+from bot.saving import open_saving
 from bot.settings import BotSettings, load_bot_settings
 from bot.telegram_bot import BotConfigError, TelegramBot
 from engine.config import ConfigError
@@ -79,8 +80,10 @@ async def serve(
     except (AnalyticsConfigError, LinkSecretError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    saving, alerts = await open_saving(engine, settings, analytics.store, analytics.signer)
     for bot in bots:
         bot.use_analytics(analytics)
+        bot.use_saving(saving, alerts)
     await engine.warm_up()
     redirect = ClickRedirect(served_products(engine), analytics, metrics).routes()
     health = HealthServer.configured(engine, metrics, bots, settings.http, redirect)
@@ -91,6 +94,8 @@ async def serve(
             await health.start()
         for bot in bots:
             await bot.start()
+        if alerts is not None:
+            await alerts.start()
         if settings.index.watch_interval_s:
             watcher = asyncio.create_task(engine.watch_index(settings.index.watch_interval_s))
         await stop.wait()
@@ -104,6 +109,8 @@ async def serve(
     finally:
         if watcher is not None:
             watcher.cancel()
+        if alerts is not None:
+            await alerts.stop()
         await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
         if health is not None:
             await health.stop()

@@ -95,7 +95,8 @@ class Analytics:
 
     @classmethod
     async def open(cls, settings: BotSettings, secret: str) -> Analytics:
-        """Open (and migrate) the state store when analytics or click links are on, and
+        """Open (and migrate) the state store when analytics, click links or saved
+        products are on, and
         start the writer; raises AnalyticsConfigError for click links without a secret.
         A store that cannot be opened is logged, and the bots run without recording."""
         links = settings.links
@@ -110,7 +111,7 @@ class Analytics:
                 raise AnalyticsConfigError(
                     "links.redirect_base_url needs the HTTP server ([http] port is 0)"
                 )
-        if not settings.analytics.enabled and not links.redirect_base_url:
+        if not (settings.analytics.enabled or links.redirect_base_url or settings.saved.enabled):
             return cls(settings, None, None, signer)
         try:
             store = await StateStore.open(settings.state.url, settings.source.parent)

@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 import discord
 from discord import app_commands
 
+from bot.alerts import Delivery
 from bot.flow import (
     Inputs,
     Look,
@@ -50,11 +51,27 @@ from bot.render import (
     short_title,
 )
 from bot.safe_fetch import UnsafeUrl, fetch_user_image
+from bot.saving import (
+    REMOVE,
+    SAVE,
+    alert_text,
+    button_data,
+    entry_line,
+    forgotten_text,
+    outcome_text,
+    parse_button_data,
+    privacy_text,
+)
 from bot.settings import BotSettings
+from engine.catalog import ImageRecord
 from engine.search import Engine
-from engine.types import SearchPage
+from engine.state.alerts import PendingAlert
+from engine.state.saved import Shopper
+from engine.types import Product, SearchPage
 
 log = logging.getLogger(__name__)
+
+MAX_LAYOUT_COMPONENTS = 40  # Discord's limit on the components of one message
 
 # Every component custom id reaches PageButton, so that a garbled or forged one gets a
 # clear answer instead of Discord's "This interaction failed".
@@ -67,6 +84,10 @@ ImageSource = discord.Attachment | str  # an attachment, or an allowed media URL
 
 def _language(interaction: discord.Interaction) -> str:
     return str(interaction.locale)
+
+
+def _shopper(interaction: discord.Interaction) -> Shopper:
+    return Shopper("discord", str(interaction.user.id), _language(interaction))
 
 
 async def _menu_target(channel: discord.abc.Messageable, shown: discord.Message) -> int:
@@ -239,6 +260,9 @@ class DiscordBot(Frontend):
             names = [c for c in frontend.engine.categories() if current.lower() in c.lower()]
             return [app_commands.Choice(name=c, value=c) for c in names[:25]]
 
+        if frontend.saving is not None:
+            self._register_saved_commands(tree)
+
         @tree.context_menu(name=t("en", "discord.menu"))
         async def find_similar(interaction: discord.Interaction, message: discord.Message) -> None:
             source = frontend.image_source(message)
@@ -248,6 +272,29 @@ class DiscordBot(Frontend):
                 )
                 return
             await frontend.search_photo(interaction, source)
+
+    def _register_saved_commands(self, tree: app_commands.CommandTree) -> None:
+        frontend = self
+
+        @tree.command(name="saved", description=t("en", "discord.saved"))
+        async def saved(interaction: discord.Interaction) -> None:
+            await frontend.show_saved(interaction)
+
+        @tree.command(name="alerts", description=t("en", "discord.alerts"))
+        @app_commands.describe(switch="on or off (empty: say which)")
+        async def alerts(
+            interaction: discord.Interaction, switch: Literal["on", "off"] | None = None
+        ) -> None:
+            await frontend.set_alerts(interaction, switch)
+
+        @tree.command(name="forget", description=t("en", "discord.forget"))
+        async def forget(interaction: discord.Interaction) -> None:
+            await frontend.forget(interaction)
+
+        @tree.command(name="privacy", description=t("en", "discord.privacy"))
+        async def privacy(interaction: discord.Interaction) -> None:
+            text = privacy_text(frontend.settings, _language(interaction))
+            await interaction.response.send_message(text, ephemeral=True)
 
     def media_url_allowed(self, url: str) -> bool:
         """Embed images are downloaded only from Discord's own media hosts (no SSRF)."""
@@ -318,6 +365,9 @@ class DiscordBot(Frontend):
         await self.run_search(interaction, request)
 
     async def on_page_button(self, interaction: discord.Interaction, custom_id: str) -> None:
+        if parse_button_data(custom_id) is not None:
+            await self.on_saved_button(interaction, custom_id)
+            return
         try:
             token = decode_token(custom_id, self.engine.categories())
         except BadToken:
@@ -474,7 +524,12 @@ class DiscordBot(Frontend):
             heading += f"\n{t(language, 'caption_ignored')}"
         view = discord.ui.LayoutView(timeout=None)
         view.add_item(discord.ui.Container(discord.ui.TextDisplay(heading), gallery, *sections))
-        view.add_item(discord.ui.ActionRow(*self._page_buttons(results, language)))
+        paging = discord.ui.ActionRow(*self._page_buttons(results, language))
+        if self.saving is not None:
+            room = MAX_LAYOUT_COMPONENTS - view.total_children_count - 1 - len(paging.children)
+            for row in self._save_rows(results, language, room):
+                view.add_item(row)
+        view.add_item(paging)
         return {"view": view, "files": files}
 
     def _embeds_reply(self, results: Results, language: str) -> dict[str, Any]:
@@ -509,6 +564,131 @@ class DiscordBot(Frontend):
             view.add_item(button)
         garment = results_for(language, results.garment_kind)
         return {"content": garment, "embeds": embeds, "files": files, "view": view}
+
+    # ---- saved products and alerts ------------------------------------------------------
+
+    def _save_rows(
+        self, results: Results, language: str, room: int
+    ) -> list[discord.ui.ActionRow[Any]]:
+        """A "♡ n" button per product, five to a row, as many as `room` components allow
+        (a message holds 40: a gallery of 10 leaves room for the first few)."""
+        page = results.page
+        buttons = [
+            PageButton(
+                button_data(SAVE, hit.product.product_id), t(language, "button.save", number=n)
+            )
+            for n, hit in enumerate(page.hits, start=page.offset + 1)
+        ]
+        rows: list[discord.ui.ActionRow[Any]] = []
+        while buttons and room >= 2:  # a row and at least one button
+            take = min(5, room - 1, len(buttons))
+            rows.append(discord.ui.ActionRow(*buttons[:take]))
+            buttons, room = buttons[take:], room - take - 1
+        return rows
+
+    async def on_saved_button(self, interaction: discord.Interaction, custom_id: str) -> None:
+        """Save (under an album) or remove (under /saved): an ephemeral confirmation."""
+        language = _language(interaction)
+        ref = parse_button_data(custom_id)
+        if self.saving is None or ref is None:
+            await self._refuse(interaction, t(language, "expired"))
+            return
+        shopper = _shopper(interaction)
+        if ref.action == SAVE:
+            product = self.saving.product(ref)
+            if product is None:
+                await self._refuse(interaction, t(language, "saved.gone"))
+                return
+            outcome = await self.saving.save(shopper, product)
+            await self._refuse(interaction, outcome_text(outcome, language))
+            return
+        if ref.product_id is not None:
+            removed = await self.saving.remove(shopper, ref.product_id)
+        else:
+            removed = await self.saving.remove_by_digest(shopper, ref.digest or "")
+        await self._refuse(
+            interaction, t(language, "saved.removed" if removed else "saved.not_saved")
+        )
+
+    async def show_saved(self, interaction: discord.Interaction) -> None:
+        language = _language(interaction)
+        if self.saving is None:
+            await self._refuse(interaction, t(language, "expired"))
+            return
+        listing = await self.saving.listing(_shopper(interaction))
+        if not listing.entries:
+            await self._refuse(interaction, t(language, "saved.empty"))
+            return
+        lines = [t(language, "saved.header", count=listing.total)]
+        view = discord.ui.View(timeout=None)
+        for number, entry in enumerate(listing.entries, start=1):
+            lines.append(entry_line(number, entry, language))
+            if number > 12:  # a message holds 25 components: a Buy and a remove per product
+                continue
+            if entry.product is not None:
+                link = self.saving.buy_link(entry.product, self.platform)
+                label = t(language, "saved.buy", number=number)
+                view.add_item(
+                    discord.ui.Button(style=discord.ButtonStyle.link, label=label, url=link)
+                )
+            remove = button_data(REMOVE, entry.item.product_id)
+            view.add_item(PageButton(remove, t(language, "saved.remove", number=number)))
+        if listing.total > len(listing.entries):
+            lines.append(t(language, "saved.more", count=listing.total - len(listing.entries)))
+        await interaction.response.send_message("\n".join(lines)[:2000], view=view, ephemeral=True)
+
+    async def set_alerts(self, interaction: discord.Interaction, choice: str | None) -> None:
+        language = _language(interaction)
+        if self.saving is None:
+            await self._refuse(interaction, t(language, "expired"))
+            return
+        shopper = _shopper(interaction)
+        if choice in ("on", "off"):
+            await self.saving.set_alerts(shopper, choice == "on")
+            await self._refuse(interaction, t(language, f"alerts.{choice}"))
+            return
+        state = "on" if await self.saving.alerts_on(shopper) else "off"
+        await self._refuse(interaction, t(language, f"alerts.state_{state}"))
+
+    async def forget(self, interaction: discord.Interaction) -> None:
+        language = _language(interaction)
+        if self.saving is None:
+            await self._refuse(interaction, t(language, "expired"))
+            return
+        forgotten = await self.saving.forget(_shopper(interaction), interaction.user.id)
+        await self._refuse(interaction, forgotten_text(forgotten, language))
+
+    async def deliver_alert(
+        self, alert: PendingAlert, product: Product, image: ImageRecord | None
+    ) -> Delivery:
+        """The alert as a direct message with the product photo and a Buy button."""
+        assert self.saving is not None
+        language = alert.language or "en"
+        text = alert_text(alert.kind, product, alert.old_price, language)
+        view = discord.ui.View(timeout=None)
+        link = self.saving.buy_link(product, self.platform)
+        view.add_item(
+            discord.ui.Button(style=discord.ButtonStyle.link, label=t(language, "buy"), url=link)
+        )
+        path = Path(image.local_path) if image is not None and image.local_path else None
+        try:
+            user = await self.client.fetch_user(int(alert.user_id))
+            if path is not None and path.is_file():
+                photo = discord.File(path, filename=f"product{path.suffix.lower() or '.jpg'}")
+                await user.send(text, file=photo, view=view)
+            else:
+                embed = discord.Embed(title=short_title(product.title, 250), url=link)
+                if image is not None and image.source.startswith(("https://", "http://")):
+                    embed.set_image(url=image.source)
+                await user.send(text, embed=embed, view=view)
+        except discord.Forbidden:
+            return Delivery.BLOCKED
+        except discord.NotFound:
+            return Delivery.FAILED
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("alert %d not sent now: %r", alert.id, exc)
+            return Delivery.RETRY
+        return Delivery.SENT
 
     # ---- errors ----------------------------------------------------------------------
 

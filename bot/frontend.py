@@ -14,16 +14,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.alerts import AlertService, Delivery
 from bot.analytics import Analytics
 from bot.flow import Results, SearchCounter, SearchFlow
 from bot.limits import RateLimiter
 from bot.logs import new_request_id
 from bot.metrics import Metrics
 from bot.render import shop_link
+from bot.saving import Saving
 from bot.settings import BotSettings
 from bot.stats import BotStats
+from engine.catalog import ImageRecord
 from engine.search import Engine
-from engine.types import Hit
+from engine.state.alerts import PendingAlert
+from engine.types import Hit, Product
 
 
 class Frontend(abc.ABC):
@@ -39,6 +43,8 @@ class Frontend(abc.ABC):
         self.counter = SearchCounter(self.platform, self.stats)
         self.flow = SearchFlow(engine, settings, self.limiter, self.counter)
         self.analytics: Analytics | None = None
+        self.saving: Saving | None = None  # "♡ Save", /saved, /forget: with a state store
+        self.alerts: AlertService | None = None
         self._in_flight: set[asyncio.Future[Any]] = set()
 
     @abc.abstractmethod
@@ -66,6 +72,20 @@ class Frontend(abc.ABC):
         """Record this front-end's searches and give its albums tracked links."""
         self.analytics = analytics
         self.flow.tracking = analytics.tracking(self.platform)
+
+    def use_saving(self, saving: Saving | None, alerts: AlertService | None) -> None:
+        """Offer "♡ Save" and the saved-products commands; send this platform's alerts."""
+        self.saving = saving
+        self.alerts = alerts
+        if alerts is not None:
+            alerts.register(self.platform, self.deliver_alert)
+
+    @abc.abstractmethod
+    async def deliver_alert(
+        self, alert: PendingAlert, product: Product, image: ImageRecord | None
+    ) -> Delivery:
+        """Send one price-drop or back-in-stock alert to its shopper (never retried here:
+        the outbox does)."""
 
     def link(self, results: Results, hit: Hit) -> str:
         """The shop link shown for `hit` of `results`: the flow's (a /go/ link when clicks

@@ -77,6 +77,21 @@ class HttpSettings(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0 disables the server
 
 
+class SavedSettings(Section):
+    enabled: bool = True
+    max_per_shopper: Annotated[int, Field(ge=1, le=10_000)] = 200
+    list_size: Annotated[int, Field(ge=1, le=40)] = 20
+
+
+class AlertSettings(Section):
+    enabled: bool = True
+    min_drop_percent: Annotated[float, Field(ge=0.0, lt=100.0)] = 5.0
+    messages_per_second: PositiveFloat = 20.0
+    per_chat_interval_s: Annotated[float, Field(ge=0.0)] = 1.0
+    check_interval_s: PositiveFloat = 2.0
+    max_attempts: PositiveInt = 5
+
+
 class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -90,6 +105,8 @@ class BotSettings(Settings):
     links: LinkSettings = LinkSettings()
     discord: DiscordSettings = DiscordSettings()
     http: HttpSettings = HttpSettings()
+    saved: SavedSettings = SavedSettings()
+    alerts: AlertSettings = AlertSettings()
     log: LogSettings = LogSettings()
 
 

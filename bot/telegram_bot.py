@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import re
 import time
@@ -36,7 +37,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError
+from telegram.error import BadRequest, Forbidden, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -50,6 +51,7 @@ from telegram.ext import (
 )
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from bot.alerts import Delivery
 from bot.analytics import last_day_text
 from bot.flow import (
     Inputs,
@@ -71,13 +73,29 @@ from bot.render import (
     garment_button_label,
     results_for,
 )
+from bot.saving import (
+    REMOVE,
+    SAVE,
+    ProductRef,
+    SavedListing,
+    alert_text,
+    button_data,
+    forgotten_text,
+    listing_html,
+    outcome_text,
+    parse_button_data,
+    privacy_text,
+)
 from bot.settings import BotSettings
 from bot.telegram_downloads import CappedDownloadRequest, DownloadTooLarge
 from bot.telegram_webhook import PATH as WEBHOOK_PATH
 from bot.telegram_webhook import WebhookServer
+from engine.catalog import ImageRecord
 from engine.index import IndexLoadError
 from engine.search import Engine
-from engine.types import Hit
+from engine.state.alerts import PendingAlert
+from engine.state.saved import Shopper
+from engine.types import Hit, Product
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +210,18 @@ class TelegramBot(Frontend):
         app.add_handler(CommandHandler("similar", budgeted(self.on_similar_command)))
         app.add_handler(CommandHandler("stats", budgeted(self.on_stats)))
         app.add_handler(CommandHandler("reload", budgeted(self.on_reload)))
+        app.add_handler(CommandHandler("saved", budgeted(self.on_saved)))
+        app.add_handler(CommandHandler("alerts", budgeted(self.on_alerts)))
+        app.add_handler(CommandHandler("forget", budgeted(self.on_forget)))
+        app.add_handler(CommandHandler("privacy", budgeted(self.on_privacy)))
         # Photos count against the budget themselves: only those addressed to the bot, and
         # an album once.
         app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self.on_photo))
         app.add_handler(MessageHandler(private & filters.Sticker.ALL, budgeted(self.on_sticker)))
         videos = filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE
         app.add_handler(MessageHandler(private & videos, budgeted(self.on_video)))
+        saved_buttons = re.compile(rf"^({SAVE}|{REMOVE})[:#]")
+        app.add_handler(CallbackQueryHandler(self.on_saved_button, pattern=saved_buttons))
         app.add_handler(CallbackQueryHandler(budgeted(self.on_page_button)))
         app.add_handler(InlineQueryHandler(self.on_inline_query))  # no chat: searches' limit
         app.add_error_handler(self.on_error)
@@ -285,7 +309,7 @@ class TelegramBot(Frontend):
         for language in languages():
             commands = [
                 BotCommand(name, t(language, f"command.{name}"))
-                for name in ("start", "help", "search", "similar")
+                for name in ("start", "help", "search", "similar", *self._saved_commands())
             ]
             code = None if language == "en" else language
             try:
@@ -293,12 +317,17 @@ class TelegramBot(Frontend):
             except (NetworkError, BadRequest) as exc:
                 log.warning("could not register bot commands (%s): %s", language, exc)
 
+    def _saved_commands(self) -> tuple[str, ...]:
+        return ("saved", "alerts", "forget", "privacy") if self.saving is not None else ()
+
     # ---- commands --------------------------------------------------------------------
 
     async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is not None:
-            await message.reply_text(t(_language(update), "start"))
+            language = _language(update)
+            saved = f"\n{t(language, 'start.saved')}" if self.saving is not None else ""
+            await message.reply_text(t(language, "start") + saved)
 
     async def on_search_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -359,6 +388,8 @@ class TelegramBot(Frontend):
         await message.reply_text(
             t(language, "reloaded" if changed else "reload_unchanged", build=build)
         )
+        if changed and self.alerts is not None:
+            self.alerts.wake()
 
     async def _is_admin(self, update: Update) -> bool:
         user = update.effective_user
@@ -613,6 +644,16 @@ class TelegramBot(Frontend):
             ]
             for n, hit in enumerate(page.hits, start=page.offset + 1)
         ]
+        if self.saving is not None:
+            rows.append(
+                [
+                    InlineKeyboardButton(
+                        t(language, "button.save", number=n),
+                        callback_data=button_data(SAVE, hit.product.product_id),
+                    )
+                    for n, hit in enumerate(page.hits, start=page.offset + 1)
+                ]
+            )
         rows.append([_page_button(t(language, key), token) for key, token in results.navigation()])
         buttons = [
             _page_button(t(language, "button.category", category=c), results.only(c))
@@ -664,6 +705,140 @@ class TelegramBot(Frontend):
                 reply_parameters=_reply_to(origin),
             )
         )
+
+    # ---- saved products and alerts ------------------------------------------------------
+
+    async def on_saved_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """ "♡ n" under an album saves its product; "✕ n" under /saved removes one. The
+        answer is a toast that disappears, not a message."""
+        callback = update.callback_query
+        if callback is None:
+            return
+        language = _language(update)
+        ref = parse_button_data(callback.data or "")
+        if self.saving is None or ref is None:
+            await callback.answer(t(language, "expired"), show_alert=True)
+            return
+        shopper = _shopper(update)
+        if ref.action == SAVE:
+            product = self.saving.product(ref)
+            if product is None:
+                await callback.answer(t(language, "saved.gone"), show_alert=True)
+                return
+            await callback.answer(outcome_text(await self.saving.save(shopper, product), language))
+            return
+        removed = await self._remove(shopper, ref)
+        await callback.answer(t(language, "saved.removed" if removed else "saved.not_saved"))
+        keyboard_message = callback.message if isinstance(callback.message, Message) else None
+        if keyboard_message is not None:
+            listing = await self.saving.listing(shopper)
+            text, markup = self._listing_message(listing, language)
+            with contextlib.suppress(BadRequest):  # "message is not modified"
+                await keyboard_message.edit_text(
+                    text,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    disable_web_page_preview=True,
+                )
+
+    async def _remove(self, shopper: Shopper, ref: ProductRef) -> bool:
+        assert self.saving is not None
+        if ref.product_id is not None:
+            return await self.saving.remove(shopper, ref.product_id)
+        return await self.saving.remove_by_digest(shopper, ref.digest or "")
+
+    def _listing_message(
+        self, listing: SavedListing, language: str | None
+    ) -> tuple[str, InlineKeyboardMarkup | None]:
+        assert self.saving is not None
+        links = [
+            self.saving.buy_link(e.product, self.platform) if e.product is not None else None
+            for e in listing.entries
+        ]
+        rows = []
+        for number, (entry, link) in enumerate(zip(listing.entries, links, strict=True), start=1):
+            row = (
+                []
+                if link is None
+                else [InlineKeyboardButton(t(language, "saved.buy", number=number), url=link)]
+            )
+            remove = button_data(REMOVE, entry.item.product_id)
+            row.append(
+                InlineKeyboardButton(
+                    t(language, "saved.remove", number=number), callback_data=remove
+                )
+            )
+            rows.append(row)
+        markup = InlineKeyboardMarkup(rows) if rows else None
+        return listing_html(listing, language, links), markup
+
+    async def on_saved(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or self.saving is None or update.effective_user is None:
+            return
+        language = _language(update)
+        listing = await self.saving.listing(_shopper(update))
+        text, markup = self._listing_message(listing, language)
+        await message.reply_text(
+            text, parse_mode=ParseMode.HTML, reply_markup=markup, disable_web_page_preview=True
+        )
+
+    async def on_alerts(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or self.saving is None or update.effective_user is None:
+            return
+        language = _language(update)
+        shopper = _shopper(update)
+        choice = " ".join(context.args or []).strip().lower()
+        if choice in ("on", "off"):
+            await self.saving.set_alerts(shopper, choice == "on")
+            await message.reply_text(t(language, f"alerts.{choice}"))
+            return
+        state = "on" if await self.saving.alerts_on(shopper) else "off"
+        await message.reply_text(t(language, f"alerts.state_{state}"))
+
+    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        user = update.effective_user
+        if message is None or self.saving is None or user is None:
+            return
+        forgotten = await self.saving.forget(_shopper(update), user.id)
+        await message.reply_text(forgotten_text(forgotten, _language(update)))
+
+    async def on_privacy(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None:
+            await message.reply_text(privacy_text(self.settings, _language(update)))
+
+    async def deliver_alert(
+        self, alert: PendingAlert, product: Product, image: ImageRecord | None
+    ) -> Delivery:
+        """The alert as a photo with its Buy link, to the shopper's private chat (its id is
+        the user id)."""
+        assert self.saving is not None
+        language = alert.language or None
+        source = image.source if image is not None else product.image
+        hit = Hit(product, 0.0, source, image.local_path if image is not None else None)
+        key, photo = self._photo_source(hit)
+        link = self.saving.buy_link(product, self.platform)
+        caption = (
+            f"<b>{html.escape(alert_text(alert.kind, product, alert.old_price, language))}</b>\n"
+            f'<a href="{html.escape(link, quote=True)}">{html.escape(t(language, "buy"))}</a>'
+        )
+        try:
+            sent = await self.application.bot.send_photo(
+                int(alert.user_id), photo, caption=caption, parse_mode=ParseMode.HTML
+            )
+        except Forbidden:
+            return Delivery.BLOCKED
+        except BadRequest as exc:
+            log.warning("alert %d refused: %s", alert.id, exc.message)
+            return Delivery.FAILED
+        except TelegramError as exc:  # the network, or 429s past the rate limiter's retries
+            log.info("alert %d not sent now: %r", alert.id, exc)
+            return Delivery.RETRY
+        self._remember_file_ids([key], [sent])
+        return Delivery.SENT
 
     # ---- inline mode -------------------------------------------------------------------
 
@@ -743,6 +918,12 @@ class BotConfigError(ValueError):
 def _language(update: Update) -> str | None:
     user = update.effective_user
     return user.language_code if user is not None else None
+
+
+def _shopper(update: Update) -> Shopper:
+    user = update.effective_user
+    assert user is not None
+    return Shopper("telegram", str(user.id), user.language_code or "")
 
 
 def _page_button(label: str, token: PageToken) -> InlineKeyboardButton:

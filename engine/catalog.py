@@ -191,6 +191,30 @@ class Catalog:
         )
         return {row[0]: _product_from_row(row) for row in rows}
 
+    def prices(self, product_ids: Iterable[str]) -> dict[str, tuple[float | None, bool]]:
+        """(price, in stock) of each of `product_ids` the catalog has: what alerts compare."""
+        rows = self._rows_in(
+            "SELECT product_id, price, in_stock FROM products",
+            "product_id",
+            list(dict.fromkeys(product_ids)),
+        )
+        return {pid: (price, bool(stock)) for pid, price, stock in rows}
+
+    def first_images(self, product_ids: Iterable[str]) -> dict[str, ImageRecord]:
+        """Each product's first image (the lowest key): the photo of a saved product."""
+        rows = self._rows_in(
+            "SELECT key, product_id, source, local_path, sha256 FROM images",
+            "product_id",
+            list(dict.fromkeys(product_ids)),
+        )
+        first: dict[str, ImageRecord] = {}
+        for row in sorted(rows):
+            first.setdefault(row[1], ImageRecord(*row))
+        return first
+
+    def product_ids(self) -> list[str]:
+        return [row[0] for row in self._all("SELECT product_id FROM products")]
+
     def iter_images(self) -> Iterator[ImageRecord]:
         for row in self._all("SELECT key, product_id, source, local_path, sha256 FROM images"):
             yield ImageRecord(*row)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,7 @@ class FakeDiscord(LoopbackServer):
         self.messages: dict[str, dict[str, Any]] = {}  # everything posted, by id
         self._interactions: dict[str, dict[str, Any]] = {}  # by interaction token
         self._failures: list[tuple[str, str, float]] = []
+        self.blocked_dms: set[str] = set()  # user ids whose direct messages answer 403
 
     # ---- server -----------------------------------------------------------------------
 
@@ -116,13 +118,7 @@ class FakeDiscord(LoopbackServer):
         }
 
     def _base(self, kind: int, user_id: str, locale: str) -> dict[str, Any]:
-        user = {
-            "id": user_id,
-            "username": f"member{user_id[-3:]}",
-            "discriminator": "0",
-            "avatar": None,
-            "global_name": None,
-        }
+        user = self._user(user_id)
         return {
             "id": self.snowflake(),
             "application_id": APP_ID,
@@ -353,6 +349,15 @@ class FakeDiscord(LoopbackServer):
             message["interaction_metadata"] = self._metadata(interaction)
         return message
 
+    def _user(self, user_id: str) -> dict[str, Any]:
+        return {
+            "id": user_id,
+            "username": f"member{user_id[-3:]}",
+            "discriminator": "0",
+            "avatar": None,
+            "global_name": None,
+        }
+
     def _metadata(self, interaction: dict[str, Any]) -> dict[str, Any]:
         metadata = {
             "id": interaction["id"],
@@ -429,6 +434,21 @@ class FakeDiscord(LoopbackServer):
                     "resource": {"type": call.payload.get("type", 4)},
                 }
             )
+        if path.startswith("/users/") and path != "/users/@me" and call.method == "GET":
+            return _json(self._user(path.rsplit("/", 1)[1]))
+        if path == "/users/@me/channels" and call.method == "POST":
+            recipient = str(call.payload["recipient_id"])  # its DM channel: the same id
+            return _json({"id": recipient, "type": 1, "recipients": [self._user(recipient)]})
+        if path.endswith("/messages") and call.method == "POST" and CHANNEL_ID not in path:
+            if path.split("/")[2] in self.blocked_dms:
+                body = {"message": "Cannot send messages to this user", "code": 50007}
+                return web.Response(
+                    status=403,
+                    body=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+            call.response = self._message(call.payload)
+            return _json(call.response)
         if path.startswith("/webhooks/") and call.method in ("POST", "PATCH"):
             call.response = self._message(call.payload, path.split("/")[3])
             return _json(call.response)
@@ -470,7 +490,12 @@ async def followup(fake: FakeDiscord, count: int = 1) -> RestCall:
     return (await fake.wait_for("POST", f"/webhooks/{APP_ID}/", count))[count - 1]
 
 
-async def start_bot(engine: Engine, settings: BotSettings, **discord_settings: Any) -> DiscordBot:
+async def start_bot(
+    engine: Engine,
+    settings: BotSettings,
+    prepare: Callable[[DiscordBot], None] | None = None,
+    **discord_settings: Any,
+) -> DiscordBot:
     """A Discord bot on the fake Discord the `fake_discord` fixture points discord.py at:
     media from its loopback host allowed, searches not rate limited unless `limits` is
     given."""
@@ -484,5 +509,7 @@ async def start_bot(engine: Engine, settings: BotSettings, **discord_settings: A
         limits=limits,
     )
     bot = DiscordBot(engine, configured, "fake.discord.token-not-real")
+    if prepare is not None:  # what must be set before the commands are synced
+        prepare(bot)
     await bot.start(timeout_s=30)
     return bot
