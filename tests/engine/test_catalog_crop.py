@@ -99,7 +99,10 @@ def test_a_product_photo_is_indexed_exactly_as_without_the_setting(
     built, name: str, category: str
 ) -> None:
     plain, cropped = built
-    assert np.array_equal(plain[f"product-{name}"], cropped[f"product-{name}"])
+    before, after = plain[f"product-{name}"], cropped[f"product-{name}"]
+    # the same pixels through the same model; only float rounding may differ (a batch of
+    # other crops beside it, the f16 storage)
+    assert float(before @ after) / float(np.linalg.norm(before) * np.linalg.norm(after)) > 0.9999
 
 
 def test_the_cropper_leaves_categories_the_finder_does_not_know_alone(lite0_embedder) -> None:
