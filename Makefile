@@ -33,11 +33,11 @@ run: $(STAMP)
 run-offline: $(STAMP)
 	FASHIONBOT_MODEL__NAME=imagenet-lite0 $(PY) -m bot --demo-catalog $(CATALOG)
 
-# Tests run on up to TEST_WORKERS processes (pytest-xdist): most of the suite waits on
-# sockets and subprocesses, so two workers fit two cores. TEST_WORKERS=0 runs in one.
+# Tests run on TEST_WORKERS processes (pytest-xdist): much of the suite waits on sockets
+# and subprocesses, so two workers fit two cores. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # docs/benchmarks.md, docs/scaling.md + bench/results.json (FAISS and scikit-learn as
 # references). Rerun some sections only: make bench BENCH_ARGS="--only ann,startup".

@@ -93,14 +93,3 @@ def _restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-REAL_MODEL_FIXTURES = frozenset({"lite0_cache", "lite0_embedder", "lite0_index", "finder"})
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `make test`'s parallel workers (`--dist loadgroup`) every test of the real
-    model runs on one worker, so its session index is built once, not once per worker."""
-    for item in items:
-        if REAL_MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("real-model"))

@@ -4,9 +4,11 @@ installed package into a temporary model cache), with the demo catalog indexed o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from bot.settings import BotSettings
 from engine.config import DEFAULT_CONFIG_PATH
@@ -42,5 +44,15 @@ def lite0_embedder(lite0_cache: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def lite0_index(lite0_cache, lite0_embedder, tmp_path_factory) -> Path:
-    index_dir = tmp_path_factory.mktemp("lite0-index")
-    return index_demo_catalog(lite0_settings(lite0_cache, index_dir), index_dir, lite0_embedder)
+    """Built once per test run: under `make test`'s parallel workers the first worker
+    builds it in their shared temporary folder and the others wait for it and read it
+    (the tests only read it)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        index_dir = tmp_path_factory.mktemp("lite0-index")
+        return index_demo_catalog(lite0_settings(lite0_cache, index_dir), index_dir, lite0_embedder)
+    shared = tmp_path_factory.getbasetemp().parent
+    index_dir = shared / "lite0-index"
+    with FileLock(shared / "lite0-index.lock"):
+        if not (index_dir / "CURRENT").is_file():
+            index_demo_catalog(lite0_settings(lite0_cache, index_dir), index_dir, lite0_embedder)
+    return index_dir
