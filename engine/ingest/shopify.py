@@ -8,6 +8,7 @@ shop's address nor its currency: product links are the shop's address +
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -17,6 +18,10 @@ from engine.ingest.shop_url import shop_url_problem
 from engine.ingest.variants import Variant, all_images, on_sale, representative, variant_summary
 from engine.types import Product
 
+log = logging.getLogger(__name__)
+
+# /products.json serves at most this many products per request (?limit=250&page=N)
+SHOPIFY_PAGE_LIMIT = 250
 _COLOUR_OPTIONS = {"color", "colour", "farbe"}
 _SIZE_OPTIONS = {"size", "größe", "groesse"}
 # Shopify has no gender field; a shop's tag naming exactly one of these stands for it.
@@ -50,6 +55,13 @@ def shopify_feed(feed_name: str, text: str, shop_url: str, feed_url: str, curren
             f"catalog {feed_name} is a Shopify products.json, which holds no product links: "
             'set catalog.shop_url to the shop\'s address (e.g. "https://shop.example.com"), '
             "or build from the shop's own /products.json URL"
+        )
+    if len(products) >= SHOPIFY_PAGE_LIMIT:
+        log.warning(
+            "catalog %s holds %d products, Shopify's most per page: it may be one page of a "
+            "larger shop, and only these are built (README: 'Shopify products.json')",
+            feed_name,
+            len(products),
         )
     feed = Feed()
     first_row_of: dict[str, int] = {}

@@ -19,6 +19,7 @@ from engine.ingest.feed import FeedError
 from engine.ingest.feed_formats import FeedFormat, FeedOrigin, detect_format, read_catalog
 from engine.ingest.merchant import MerchantRecord, merchant_feed
 from engine.ingest.merchant_xml import merchant_xml_records
+from engine.ingest.shopify import SHOPIFY_PAGE_LIMIT
 from tests.fakes.demo import DEMO_DIR
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
@@ -153,6 +154,23 @@ def test_shopify_sale_is_the_compare_at_price(tmp_path: Path) -> None:
     copy.write_text(json.dumps(document))
     shirt = read_catalog(copy, None, SHOP).items[0].product
     assert (shirt.price, shirt.original_price, shirt.colour) == (24.0, 39.0, "white")
+
+
+def test_a_full_shopify_page_warns_that_the_shop_may_hold_more(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = json.loads((FIXTURES / "shopify-products.json").read_text())
+    product = document["products"][0]
+    document["products"] = [
+        {**product, "id": n, "handle": f"shirt-{n}"} for n in range(SHOPIFY_PAGE_LIMIT)
+    ]
+    page = tmp_path / "products.json"
+    page.write_text(json.dumps(document))
+    read_catalog(page, None, SHOP)
+    assert "may be one page of a larger shop" in caplog.text
+    caplog.clear()
+    read_catalog(FIXTURES / "shopify-products.json", None, SHOP)  # a small shop: no warning
+    assert "one page" not in caplog.text
 
 
 def test_a_local_shopify_feed_needs_the_shop_address() -> None:
