@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -165,3 +165,24 @@ async def checked_get(
             yield response
             return
     raise TooManyRedirects("too many redirects")
+
+
+@contextmanager
+def download_errors(permanent: type[Exception], transient: type[Exception]) -> Iterator[None]:
+    """A download's failures as one line each, raised as `transient` where a retry may cure
+    them (timeouts, dropped connections) and as `permanent` otherwise. The build's
+    fetchers (catalog images, feeds) share it, so both explain a failure alike."""
+    try:
+        yield
+    except UnsafeUrl as exc:
+        raise permanent(f"refused: {exc} (allow it with build.allow_private_hosts)") from None
+    except TooManyRedirects:
+        raise permanent("too many redirects") from None
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise transient("timed out") from None
+    except aiohttp.InvalidURL:
+        raise permanent("invalid URL") from None
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        raise transient(f"connection failed ({type(exc).__name__})") from None
+    except aiohttp.ClientError as exc:
+        raise permanent(f"download failed ({type(exc).__name__})") from None

@@ -15,13 +15,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from engine.config import BuildSettings
 from engine.ingest.feed import FeedError
-from engine.net_safety import (
-    AddressPolicy,
-    TooManyRedirects,
-    UnsafeUrl,
-    checked_connector,
-    checked_get,
-)
+from engine.net_safety import AddressPolicy, checked_connector, checked_get, download_errors
 
 _CHUNK = 1 << 16
 _SUFFIXES = {".xml", ".rss", ".atom", ".tsv", ".txt", ".csv", ".json", ".jsonl", ".ndjson"}
@@ -77,22 +71,11 @@ async def _download(
 ) -> None:
     partial = target.with_name(f".{target.name}.part")
     try:
-        async with checked_get(session, url, policy) as response:
-            _check_status(response, cap)
-            await _stream_to(response, partial, cap)
-        os.replace(partial, target)
-    except UnsafeUrl as exc:
-        raise FeedError(f"refused: {exc} (allow it with build.allow_private_hosts)") from None
-    except TooManyRedirects:
-        raise FeedError("too many redirects") from None
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise _Transient("timed out") from None
-    except aiohttp.InvalidURL:
-        raise FeedError("invalid URL") from None
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        raise _Transient(f"connection failed ({type(exc).__name__})") from None
-    except aiohttp.ClientError as exc:
-        raise FeedError(f"download failed ({type(exc).__name__})") from None
+        with download_errors(FeedError, _Transient):
+            async with checked_get(session, url, policy) as response:
+                _check_status(response, cap)
+                await _stream_to(response, partial, cap)
+            os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
 

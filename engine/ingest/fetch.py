@@ -35,10 +35,9 @@ from tenacity import (
 from engine.config import BuildSettings
 from engine.net_safety import (
     AddressPolicy,
-    TooManyRedirects,
-    UnsafeUrl,
     checked_connector,
     checked_get,
+    download_errors,
 )
 
 log = logging.getLogger(__name__)
@@ -298,21 +297,9 @@ class ImageFetcher:
 
     async def _download(self, url: str, validators: dict[str, str]) -> _Download:
         assert self._session is not None, "use ImageFetcher as an async context manager"
-        try:
+        with download_errors(FetchError, _Transient):
             async with checked_get(self._session, url, self._policy, validators) as response:
                 return await self._read_response(response, bool(validators))
-        except UnsafeUrl as exc:
-            raise FetchError(f"refused: {exc} (allow it with build.allow_private_hosts)") from None
-        except TooManyRedirects:
-            raise FetchError("too many redirects") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise _Transient("timed out") from None
-        except aiohttp.InvalidURL:
-            raise FetchError("invalid URL") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise _Transient(f"connection failed ({type(exc).__name__})") from None
-        except aiohttp.ClientError as exc:
-            raise FetchError(f"download failed ({type(exc).__name__})") from None
 
     async def _read_response(
         self, response: aiohttp.ClientResponse, conditional: bool
