@@ -15,19 +15,12 @@ import pytest
 
 import index_builder
 from tests.conftest import DEMO_CATALOG, DEMO_IMAGES, REPO_ROOT
-
-
-def tiny_model_environ(tiny_model_files: tuple[Path, Path]) -> dict[str, str]:
-    config, checkpoint = tiny_model_files
-    return {"FASHIONBOT_MODEL__NAME": str(config), "FASHIONBOT_MODEL__PRETRAINED": str(checkpoint)}
+from tests.fakes.cli_env import tiny_model_environ, use_tiny_model
 
 
 @pytest.fixture
 def tiny_env(tiny_model_files, monkeypatch) -> dict[str, str]:
-    env = tiny_model_environ(tiny_model_files)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
+    return use_tiny_model(monkeypatch, tiny_model_files)
 
 
 @pytest.fixture(scope="module")

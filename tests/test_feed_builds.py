@@ -20,6 +20,7 @@ from engine.index import open_index
 from engine.ingest import schedule
 from engine.store import SKIPPED_FILE
 from engine.types import Product
+from tests.fakes.cli_env import use_tiny_model
 from tests.fakes.demo import DEMO_DIR, DEMO_IMAGES
 from tests.fakes.loopback import LoopbackServer
 
@@ -28,19 +29,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "feeds"
 
 @pytest.fixture
 def tiny_env(tiny_model_files, monkeypatch) -> dict[str, str]:
-    config, checkpoint = tiny_model_files
-    env = {
-        "FASHIONBOT_MODEL__NAME": str(config),
-        "FASHIONBOT_MODEL__PRETRAINED": str(checkpoint),
-        "FASHIONBOT_BUILD__CATEGORY_PROBE": "false",
+    return use_tiny_model(
+        monkeypatch,
+        tiny_model_files,
+        BUILD__CATEGORY_PROBE="false",
         # the fixtures name the demo photos relative to their own folder
-        "FASHIONBOT_BUILD__IMAGE_ROOTS": json.dumps([str(DEMO_IMAGES)]),
-        "FASHIONBOT_CATALOG__SHOP_URL": "https://shop.example.com",
-        "FASHIONBOT_CATALOG__CURRENCY": "EUR",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
+        BUILD__IMAGE_ROOTS=json.dumps([str(DEMO_IMAGES)]),
+        CATALOG__SHOP_URL="https://shop.example.com",
+        CATALOG__CURRENCY="EUR",
+    )
 
 
 def build(feed: str | Path, index_dir: Path, *extra: str) -> int:

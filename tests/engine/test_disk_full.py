@@ -14,6 +14,7 @@ import pytest
 import index_builder
 from engine.store import BUILDS_DIR, CURRENT_FILE
 from tests.conftest import DEMO_IMAGES
+from tests.fakes.cli_env import use_tiny_model
 from tests.fakes.demo import demo_rows, write_catalog
 
 
@@ -37,11 +38,12 @@ def small_disk(tmp_path: Path):
 
 @pytest.fixture
 def tiny_env(tiny_model_files, monkeypatch) -> None:
-    config, checkpoint = tiny_model_files
-    monkeypatch.setenv("FASHIONBOT_MODEL__NAME", str(config))
-    monkeypatch.setenv("FASHIONBOT_MODEL__PRETRAINED", str(checkpoint))
-    monkeypatch.setenv("FASHIONBOT_BUILD__CATEGORY_PROBE", "false")
-    monkeypatch.setenv("FASHIONBOT_BUILD__IMAGE_ROOTS", f'["{DEMO_IMAGES}"]')
+    use_tiny_model(
+        monkeypatch,
+        tiny_model_files,
+        BUILD__CATEGORY_PROBE="false",
+        BUILD__IMAGE_ROOTS=f'["{DEMO_IMAGES}"]',
+    )
 
 
 def fill(disk: Path, leave: int) -> None:

@@ -23,6 +23,7 @@ from engine.ingest.pipeline import FAILED_BUILD_SKIPPED_FILE
 from engine.store import SKIPPED_FILE
 from engine.types import Product
 from tests.conftest import DEMO_IMAGES, REPO_ROOT
+from tests.fakes.cli_env import use_tiny_model
 from tests.fakes.loopback import LoopbackServer
 
 PHOTO = (DEMO_IMAGES / "dress-1.jpg").read_bytes()
@@ -32,15 +33,7 @@ HEADER = ["product_id", "title", "url", "image"]
 
 @pytest.fixture
 def tiny_env(tiny_model_files, monkeypatch) -> dict[str, str]:
-    config, checkpoint = tiny_model_files
-    env = {
-        "FASHIONBOT_MODEL__NAME": str(config),
-        "FASHIONBOT_MODEL__PRETRAINED": str(checkpoint),
-        "FASHIONBOT_BUILD__CATEGORY_PROBE": "false",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
+    return use_tiny_model(monkeypatch, tiny_model_files, BUILD__CATEGORY_PROBE="false")
 
 
 def shop_folder(root: Path) -> Path:
