@@ -4,9 +4,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.telegram_bot import TelegramBot
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_redirect import endpoints
-from tests.fakes.telegram_api import FakeBotApi
+from tests.fakes.telegram_api import FakeBotApi, bot_settings
 
 
 @pytest.fixture
@@ -27,3 +28,12 @@ async def fake_discord(monkeypatch) -> AsyncIterator[FakeDiscord]:
         monkeypatch.setattr(owner, name, value)  # for this test only
     yield fake
     await fake.stop()
+
+
+@pytest.fixture
+async def running(engine, settings, api: FakeBotApi) -> AsyncIterator[TelegramBot]:
+    """The Telegram bot over the tiny demo engine, talking to the fake Bot API."""
+    bot = TelegramBot(engine, bot_settings(settings, api), api.token)
+    await bot.start()
+    yield bot
+    await bot.stop()

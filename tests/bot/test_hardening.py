@@ -35,14 +35,6 @@ from tests.fakes.telegram_api import (
 )
 
 
-@pytest.fixture
-async def running(engine, settings, api: FakeBotApi) -> AsyncIterator[TelegramBot]:
-    bot = TelegramBot(engine, bot_settings(settings, api), api.token)
-    await bot.start()
-    yield bot
-    await bot.stop()
-
-
 def record_ranking(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many results each ranking the engine runs asks for."""
     wanted: list[int] = []

@@ -5,15 +5,9 @@ the picker. The real model's answers are in test_real_model_bot.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from bot.i18n import t
-from bot.telegram_bot import TelegramBot
 from engine.batcher import EngineBusy
 from tests.fakes.telegram_api import (
-    bot_settings,
     button,
     keyboard_message,
     keyboard_of,
@@ -25,14 +19,6 @@ STREET = REPO_ROOT / "tests" / "fixtures" / "street"
 
 def street(name: str = "0016.jpg") -> bytes:
     return (STREET / name).read_bytes()
-
-
-@pytest.fixture
-async def running(engine, settings, api) -> AsyncIterator[TelegramBot]:
-    bot = TelegramBot(engine, bot_settings(settings, api), api.token)
-    await bot.start()
-    yield bot
-    await bot.stop()
 
 
 def garment_button(picker, name: str) -> str:

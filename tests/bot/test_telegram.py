@@ -3,8 +3,6 @@ the real engine on the tiny model, real demo photos."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from bot.flow import Results
@@ -25,14 +23,6 @@ from tests.fakes.telegram_api import (
 )
 
 CATEGORY_OF_TITLE = category_of_title()
-
-
-@pytest.fixture
-async def running(engine, settings, api) -> AsyncIterator[TelegramBot]:
-    bot = TelegramBot(engine, bot_settings(settings, api), api.token)
-    await bot.start()
-    yield bot
-    await bot.stop()
 
 
 async def start_bot(engine, settings, api, **telegram) -> TelegramBot:
