@@ -82,6 +82,7 @@ class FakeBotApi(LoopbackServer):
         # download has no Content-Length): file id -> size, and how much was sent so far.
         self.streamed: dict[str, int] = {}
         self.bytes_served: dict[str, int] = {}
+        self.downloads: list[tuple[str, float]] = []  # (file id, when its request arrived)
 
     # ---- server -----------------------------------------------------------------------
 
@@ -255,6 +256,7 @@ class FakeBotApi(LoopbackServer):
     # ---- handlers -------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.perf_counter()  # before its body is read: an upload's parse is ours
         method = request.match_info["method"]
         form = await request.post()
         params: dict[str, Any] = {}
@@ -264,7 +266,7 @@ class FakeBotApi(LoopbackServer):
                 files[key] = value.file.read()
             else:
                 params[key] = _decode_field(str(value))
-        call = Call(method, params, files)
+        call = Call(method, params, files, at=arrived)
         for rule in self.rules:
             if rule.method == method and rule.times > 0 and rule.matches(call):
                 rule.times -= 1
@@ -371,8 +373,9 @@ class FakeBotApi(LoopbackServer):
 
     async def _download(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
-        await asyncio.sleep(self.download_delay_s)
         file_id = path.removeprefix("photos/").removesuffix(".jpg")
+        self.downloads.append((file_id, time.perf_counter()))
+        await asyncio.sleep(self.download_delay_s)
         if file_id in self.streamed:
             return await self._stream(request, file_id)
         if file_id not in self.files:
