@@ -1,7 +1,8 @@
 """A catalog given as a URL, downloaded with the same safety as product images: public
 addresses only (plus `build.allow_private_hosts`), every redirect checked, a byte cap
 enforced while streaming, timeouts, retries on transient failures. The feed is streamed
-to a file, never held in memory whole."""
+to a file, never held in memory whole (a Shopify shop's products.json page by page, each
+page held while it is copied)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from engine.config import BuildSettings
 from engine.ingest.feed import FeedError
+from engine.ingest.shopify_pages import join_pages, paginates
 from engine.net_safety import AddressPolicy, checked_connector, checked_get, download_errors
 
 _CHUNK = 1 << 16
@@ -51,16 +53,23 @@ async def download_feed(
         timeout=timeout,
         headers={"User-Agent": "fashionbot-index-builder/0.1"},
     ) as session:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(build.download_retries + 1),
-            wait=wait_exponential(multiplier=backoff_s, max=8.0),
-            retry=retry_if_exception_type(_Transient),
-            reraise=True,
-        )
-        try:
+
+        async def fetch(address: str, path: Path) -> None:
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(build.download_retries + 1),
+                wait=wait_exponential(multiplier=backoff_s, max=8.0),
+                retry=retry_if_exception_type(_Transient),
+                reraise=True,
+            )
             async for attempt in retrying:
                 with attempt:
-                    await _download(session, url, policy, target, build.max_feed_bytes)
+                    await _download(session, address, policy, path, build.max_feed_bytes)
+
+        try:
+            if paginates(url):
+                await join_pages(fetch, url, target, build.max_feed_bytes)
+            else:
+                await fetch(url, target)
         except FeedError as exc:
             raise FeedError(f"cannot download the catalog {url}: {exc}") from None
     return target

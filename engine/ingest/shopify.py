@@ -15,13 +15,12 @@ from urllib.parse import quote, urljoin
 
 from engine.ingest.feed import Feed, FeedError, FeedItem, Skipped, parse_price, resolve_image
 from engine.ingest.shop_url import shop_url_problem
+from engine.ingest.shopify_pages import SHOPIFY_PAGE_LIMIT, paginates
 from engine.ingest.variants import Variant, all_images, on_sale, representative, variant_summary
 from engine.types import Product
 
 log = logging.getLogger(__name__)
 
-# /products.json serves at most this many products per request (?limit=250&page=N)
-SHOPIFY_PAGE_LIMIT = 250
 _COLOUR_OPTIONS = {"color", "colour", "farbe"}
 _SIZE_OPTIONS = {"size", "größe", "groesse"}
 # Shopify has no gender field; a shop's tag naming exactly one of these stands for it.
@@ -56,7 +55,7 @@ def shopify_feed(feed_name: str, text: str, shop_url: str, feed_url: str, curren
             'set catalog.shop_url to the shop\'s address (e.g. "https://shop.example.com"), '
             "or build from the shop's own /products.json URL"
         )
-    if len(products) >= SHOPIFY_PAGE_LIMIT:
+    if len(products) >= SHOPIFY_PAGE_LIMIT and not paginates(feed_url):
         log.warning(
             "catalog %s holds %d products, Shopify's most per page: it may be one page of a "
             "larger shop, and only these are built (README: 'Shopify products.json')",
