@@ -6,11 +6,15 @@ with the index builder's downloads (engine/net_safety.py)."""
 
 from __future__ import annotations
 
-from urllib.parse import urljoin
-
 import aiohttp
 
-from engine.net_safety import REDIRECTS, AddressPolicy, UnsafeUrl, check_url, checked_connector
+from engine.net_safety import (
+    AddressPolicy,
+    TooManyRedirects,
+    UnsafeUrl,
+    checked_connector,
+    checked_get,
+)
 
 __all__ = ["UnsafeUrl", "fetch_user_image"]
 
@@ -29,15 +33,14 @@ async def fetch_user_image(
     async with aiohttp.ClientSession(
         connector=checked_connector(policy), timeout=timeout
     ) as session:
-        for _ in range(max_redirects + 1):
-            check_url(url, policy)
-            async with session.get(url, allow_redirects=False) as response:
-                if response.status in REDIRECTS and "Location" in response.headers:
-                    url = urljoin(url, response.headers["Location"])
-                    continue
+        try:
+            async with checked_get(
+                session, url, policy, max_requests=max_redirects + 1
+            ) as response:
                 response.raise_for_status()
                 body = await response.content.read(max_bytes + 1)
-                if len(body) > max_bytes:
-                    raise UnsafeUrl("the image is larger than allowed")
-                return body
-    raise UnsafeUrl("too many redirects")
+        except TooManyRedirects:
+            raise UnsafeUrl("too many redirects") from None
+    if len(body) > max_bytes:
+        raise UnsafeUrl("the image is larger than allowed")
+    return body

@@ -150,12 +150,13 @@ async def checked_get(
     url: str,
     policy: AddressPolicy,
     headers: Mapping[str, str] | None = None,
+    max_requests: int = MAX_REDIRECTS,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """GET `url`, following redirects here so that every hop's address is checked (the
     session's connector should be `checked_connector(policy)` for host names). Raises
-    UnsafeUrl for a refused hop and TooManyRedirects when the MAX_REDIRECTS-th request
+    UnsafeUrl for a refused hop and TooManyRedirects when the `max_requests`-th request
     still redirects."""
-    for _ in range(MAX_REDIRECTS):
+    for _ in range(max_requests):
         check_url(url, policy)
         async with session.get(url, allow_redirects=False, headers=headers) as response:
             location = response.headers.get("Location")

@@ -29,7 +29,12 @@ class RedirectingServer(LoopbackServer):
         async def to_localhost_name(request: web.Request) -> web.Response:
             raise web.HTTPFound(f"http://localhost:{request.url.port}/photo.jpg")
 
+        async def hops(request: web.Request) -> web.Response:
+            left = int(request.match_info["left"])
+            raise web.HTTPFound(f"/hops/{left - 1}" if left else "/photo.jpg")
+
         app = web.Application()
+        app.router.add_get("/hops/{left}", hops)
         app.router.add_get("/photo.jpg", photo)
         app.router.add_get("/to-private", to_private)
         app.router.add_get("/to-metadata", to_metadata)
@@ -90,5 +95,10 @@ async def test_redirects_are_checked_at_every_hop(monkeypatch) -> None:
             await fetch_user_image(f"{base}/photo.jpg", max_bytes=1_000_000)
         with pytest.raises(UnsafeUrl, match="larger"):
             await fetch_user_image(f"{base}/photo.jpg", max_bytes=100, allow_loopback=True)
+        # /hops/2 -> /hops/1 -> /hops/0 -> /photo.jpg: three redirects, the most allowed
+        chain = await fetch_user_image(f"{base}/hops/2", max_bytes=1_000_000, allow_loopback=True)
+        assert chain == PHOTO
+        with pytest.raises(UnsafeUrl, match="too many redirects"):
+            await fetch_user_image(f"{base}/hops/3", max_bytes=1_000_000, allow_loopback=True)
     finally:
         await server.stop()
