@@ -406,12 +406,15 @@ class GarmentFinder:
         example = torch.zeros(1, 3, height, width).contiguous(memory_format=torch.channels_last)
         try:
             frozen = frozen_network(network, example)
-            with torch.inference_mode():
-                for _ in range(2):  # TorchScript optimises on its first calls
-                    frozen(example)
         except Exception as exc:  # slower, never wrong
             log.warning("garment finder runs unfrozen: %s", exc)
             return network
+        # Freezing copied the weights: the eager modules go before the first passes, so
+        # their memory is reused for the activations instead of adding to the peak.
+        del network, head, gate
+        with torch.inference_mode():
+            for _ in range(2):  # TorchScript optimises on its first calls
+                frozen(example)
         return frozen
 
     def analyse(self, image: Image.Image) -> tuple[np.ndarray, float]:
