@@ -7,7 +7,10 @@ one torch thread:
   precision): the reference every other figure is a ratio to;
 - the finder's whole pass (`GarmentFinder.find`: resize, trunk, head, look gate, boxes)
   at the served input size and at the size the head was trained at, on the calling
-  thread (like the model) and on a thread of its own (as the engine runs it);
+  thread (like the model) and on a thread of its own (as the engine runs it), and with
+  its eager modules instead of the frozen (TorchScript) network it serves;
+- scaling the photo to the finder's input: torch's uint8 resize (served) against
+  Pillow's BILINEAR resize (before);
 - the trunk alone in the variants tried: as loaded, batch norms folded, folded and
   channels-last, the same in bf16, and on smaller inputs;
 - decoding the photo's JPEG as a garment search does (`DECODE_SIDE`): what a search
@@ -24,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from engine import garments as finder_module
 from engine.config import DEFAULT_CONFIG_PATH, load_settings
@@ -57,6 +62,14 @@ FINDER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="garment-fi
 
 def _on_thread(run: Callable[..., Any], *args: Any) -> Any:
     return FINDER_THREAD.submit(run, *args).result()
+
+
+def pillow_input(image: Image.Image, side: int) -> torch.Tensor:
+    """The finder's input as it was made before torch's resize: Pillow's BILINEAR."""
+    size = finder_module.input_size(image.width, image.height, side)
+    resized = image.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy())
+    return (pixels.permute(2, 0, 1).unsqueeze(0) / 127.5) - 1.0
 
 
 def _trunk_variants(
@@ -97,21 +110,31 @@ def _measure(quick: bool, model_cache: Path | None) -> dict[str, Any]:
     embedder = load_embedder(settings.model.model_copy(update=model))
     finder = configured_finder(settings.garments)
     trained_finder = finder_module.GarmentFinder(params=finder.params)
+    eager_finder = finder_module.GarmentFinder(
+        params=finder.params, long_side=finder.long_side, frozen=False
+    )
     photos = street_photos(8 if quick else 30)
     images = [decode_image(data, draft_size=DECODE_SIDE) for data in photos]
     finder.find(images[0])  # loads them
     trained_finder.find(images[0])
+    eager_finder.find(images[0])
     served, trained = finder.long_side, finder_module.INPUT_LONG_SIDE
     variants = _trunk_variants(finder_module.load_trunk(), served)
     whole = {
         f"finder, whole pass, {served} px (shipped)": finder,
         f"finder, whole pass, {trained} px": trained_finder,
+        f"finder, whole pass, {served} px, eager modules (not frozen)": eager_finder,
     }
     own_thread = f"finder, whole pass, {served} px, on a thread of its own (as served)"
     times: dict[str, list[float]] = {"model forward (reference)": []}
     times.update({name: [] for name in whole})
     times[own_thread] = []
     times.update({name: [] for name in variants})
+    resizes: dict[str, Callable[[Image.Image, int], torch.Tensor]] = {
+        f"photo to input, torch uint8 resize, {served} px (shipped)": finder_module.photo_tensor,
+        f"photo to input, Pillow BILINEAR, {served} px (before)": pillow_input,
+    }
+    times.update({name: [] for name in resizes})
     times["decode for the garment search"] = []
     with torch.inference_mode():
         for _ in range(2 if quick else 3):
@@ -127,6 +150,8 @@ def _measure(quick: bool, model_cache: Path | None) -> dict[str, Any]:
                     tensor = finder_module.photo_tensor(image, side)
                     tensor = tensor.to(dtype).contiguous(memory_format=layout)
                     times[name].append(_timed(trunk, tensor))
+                for name, resize in resizes.items():
+                    times[name].append(_timed(resize, image, served))
                 times["decode for the garment search"].append(
                     _timed(decode_image, data, draft_size=DECODE_SIDE)
                 )

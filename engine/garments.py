@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,13 +113,26 @@ def input_size(width: int, height: int, long_side: int = INPUT_LONG_SIDE) -> tup
     return rounded(width), rounded(height)
 
 
+# Photos more than this many times the input's size are first shrunk by whole steps
+# (Pillow's box `reduce`: cheap, and the filtered resize then reads far fewer pixels).
+REDUCING_GAP = 3
+
+
 def photo_tensor(image: Image.Image, long_side: int = INPUT_LONG_SIDE) -> torch.Tensor:
-    """1x3xHxW input scaled to [-1, 1] as EfficientNet-Lite was trained. `reducing_gap`
-    shrinks a 40-megapixel photo by cheap integer steps before the filtered resize."""
-    size = input_size(image.width, image.height, long_side)
-    resized = image.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy())
-    return (pixels.permute(2, 0, 1).unsqueeze(0) / 127.5) - 1.0
+    """1x3xHxW channels-last input scaled to [-1, 1] as EfficientNet-Lite was trained.
+    Scaled by torch's antialiased bilinear filter on the 8-bit pixels: Pillow's BILINEAR
+    resize to within one step of 255, in about a third of the time."""
+    width, height = input_size(image.width, image.height, long_side)
+    reduction = min(image.width // width, image.height // height) // REDUCING_GAP
+    rgb = image.convert("RGB")
+    if reduction > 1:
+        rgb = rgb.reduce(reduction)
+    pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).unsqueeze(0)
+    resized = nn.functional.interpolate(
+        pixels, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+    )
+    scaled = resized.float().mul_(1 / 127.5).sub_(1.0)
+    return scaled.contiguous(memory_format=torch.channels_last)
 
 
 # Each block's convolution and the batch norm after it, by timm's names: folded into one
@@ -195,25 +208,50 @@ class FinderParams:
     min_confidence: float = 0.3
 
 
-def _components(mask: np.ndarray) -> list[np.ndarray]:
-    """4-connected parts of a small boolean grid, each as an array of (row, col)."""
-    seen = np.zeros_like(mask, dtype=bool)
-    parts = []
-    rows, cols = mask.shape
-    for start in zip(*np.nonzero(mask), strict=True):
-        if seen[start]:
-            continue
-        seen[start] = True
-        queue, cells = deque([start]), []
-        while queue:
-            r, c = queue.popleft()
-            cells.append((r, c))
-            for nr, nc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
-                if 0 <= nr < rows and 0 <= nc < cols and mask[nr, nc] and not seen[nr, nc]:
-                    seen[nr, nc] = True
-                    queue.append((nr, nc))
-        parts.append(np.array(cells))
-    return parts
+@dataclass(frozen=True)
+class CellRuns:
+    """The horizontal runs of a boolean grid's True cells, row by row, left to right."""
+
+    rows: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray  # exclusive
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> CellRuns:
+        edges = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+        rows, starts = np.nonzero(edges == 1)
+        _, ends = np.nonzero(edges == -1)  # row-major order: each end pairs with its start
+        return cls(rows, starts, ends)
+
+    def parts(self, row_count: int) -> list[np.ndarray]:
+        """4-connected parts, each as the indices of its runs: runs on neighbouring rows
+        that share a column are joined (union-find over runs, not cells: a few dozen
+        Python steps per photo instead of one per cell)."""
+        if not len(self.starts):
+            return []
+        parent = list(range(len(self.starts)))
+
+        def root(run: int) -> int:
+            while parent[run] != run:
+                parent[run] = parent[parent[run]]
+                run = parent[run]
+            return run
+
+        starts, ends = self.starts.tolist(), self.ends.tolist()
+        first = np.searchsorted(self.rows, np.arange(row_count + 1)).tolist()
+        for row in range(row_count - 1):
+            upper, lower = first[row], first[row + 1]
+            upper_end, lower_end = first[row + 1], first[row + 2]
+            while upper < upper_end and lower < lower_end:
+                if starts[upper] < ends[lower] and starts[lower] < ends[upper]:
+                    parent[root(upper)] = root(lower)
+                if ends[upper] < ends[lower]:
+                    upper += 1
+                else:
+                    lower += 1
+        roots = np.array([root(run) for run in range(len(parent))], dtype=np.int64)
+        order = np.argsort(roots, kind="stable")
+        return np.split(order, np.flatnonzero(np.diff(roots[order])) + 1)
 
 
 def _class_box(
@@ -223,14 +261,25 @@ def _class_box(
     mask = labels == index
     if mask.sum() < params.min_area * mask.size:
         return None
-    parts = _components(mask)
-    largest = max(len(p) for p in parts)
-    kept = np.concatenate([p for p in parts if len(p) >= params.min_part * largest])
-    if len(kept) < params.min_area * mask.size:
+    runs = CellRuns.of(mask)
+    lengths = runs.ends - runs.starts
+    parts = runs.parts(mask.shape[0])
+    if not parts:
         return None
-    confidence = float(probabilities[index][kept[:, 0], kept[:, 1]].mean())
-    (r0, c0), (r1, c1) = kept.min(axis=0), kept.max(axis=0)
-    return (float(c0), float(r0), float(c1 + 1), float(r1 + 1)), confidence
+    sizes = np.array([lengths[part].sum() for part in parts])
+    kept = np.concatenate(
+        [p for p, size in zip(parts, sizes, strict=True) if size >= params.min_part * sizes.max()]
+    )
+    cells = int(lengths[kept].sum())
+    if cells < params.min_area * mask.size:
+        return None
+    # Each run's probability sum from the row's running sums.
+    sums = np.zeros((mask.shape[0], mask.shape[1] + 1))
+    np.cumsum(probabilities[index], axis=1, out=sums[:, 1:])
+    rows, starts, ends = runs.rows[kept], runs.starts[kept], runs.ends[kept]
+    confidence = float((sums[rows, ends] - sums[rows, starts]).sum() / cells)
+    box = (float(starts.min()), float(rows.min()), float(ends.max()), float(rows.max() + 1))
+    return box, confidence
 
 
 def garments_from_probabilities(
@@ -261,62 +310,119 @@ def garments_from_probabilities(
 UPSAMPLE = 2
 
 
-def cell_probabilities(head: nn.Module, features: list[torch.Tensor]) -> np.ndarray:
+def upsampled_probabilities(head: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
     """Classes x rows x cols probabilities of one photo (stride 8 / UPSAMPLE)."""
     logits = nn.functional.interpolate(
         head(features), scale_factor=UPSAMPLE, mode="bilinear", align_corners=False
     )
-    return torch.softmax(logits[0], dim=0).numpy()
+    return torch.softmax(logits[0], dim=0)
+
+
+def cell_probabilities(head: nn.Module, features: list[torch.Tensor]) -> np.ndarray:
+    return upsampled_probabilities(head, features).numpy()
 
 
 def look_probability(gate: nn.Module, features: list[torch.Tensor]) -> float:
     return float(torch.sigmoid(gate(pooled(features)))[0])
 
 
+class FinderNetwork(nn.Module):
+    """Trunk, head and look gate as one module: one photo's input -> (cell probabilities,
+    the probability that the photo is a look)."""
+
+    def __init__(self, trunk: nn.Module, head: GarmentHead, gate: LookGate) -> None:
+        super().__init__()
+        self.trunk, self.head, self.gate = trunk, head, gate
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.trunk(pixels)
+        look = torch.sigmoid(self.gate(pooled(features)))[0]
+        return upsampled_probabilities(self.head, features), look
+
+
+def frozen_network(network: FinderNetwork, example: torch.Tensor) -> nn.Module:
+    """The same network traced on `example` and frozen (TorchScript, weights as
+    constants): the same arithmetic without Python's dispatch through timm's hundred-odd
+    modules per pass (docs/garments.md measures it). Any input size works: the trace keeps
+    the shapes symbolic, and the trunk's "same" padding is the same for every input that
+    is a multiple of its stride (`input_size` guarantees it)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch.jit is deprecated in favour of torch.compile, measured no faster here
+        # after a 90-second first call.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(network.eval(), example, check_trace=False)
+        frozen: nn.Module = torch.jit.freeze(traced)
+        return frozen
+
+
 class GarmentFinder:
-    """Loads its trunk and head on first use (never at import), then `find(image)`.
-    Thread-safe: one pass at a time, as with the embedder."""
+    """Loads its network on first use (never at import), then `find(image)`.
+    Thread-safe: one pass at a time, as with the embedder. `frozen=False` runs the eager
+    modules (what the frozen network is tested against)."""
 
     def __init__(
         self,
         weights: Path = WEIGHTS_PATH,
         params: FinderParams | None = None,
         long_side: int = INPUT_LONG_SIDE,
+        frozen: bool = True,
     ) -> None:
         self.weights = weights
         self.params = params or FinderParams()
         self.long_side = long_side
+        self.frozen = frozen
         self._lock = threading.Lock()
-        self._trunk: nn.Module | None = None
-        self._head: GarmentHead | None = None
-        self._gate: LookGate | None = None
+        self._network: nn.Module | None = None
         self._unavailable = False
 
+    @property
+    def loaded(self) -> bool:
+        return self._network is not None
+
     def _load(self) -> bool:
-        if self._trunk is not None:
+        with self._lock:
+            if self._network is not None:
+                return True
+            if self._unavailable:
+                return False
+            try:
+                self._network = self._built()
+            except Exception as exc:  # a finder that cannot load means whole-photo search
+                log.warning("garment finder unavailable, searching whole photos: %s", exc)
+                self._unavailable = True
+                return False
             return True
-        if self._unavailable:
-            return False
+
+    def _built(self) -> nn.Module:
+        stored = torch.load(self.weights, map_location="cpu", weights_only=True)
+        head, gate = GarmentHead(hidden=int(stored["hidden"])), LookGate()
+        head.load_state_dict(stored["head"])
+        gate.load_state_dict(stored["gate"])
+        network = FinderNetwork(fast_trunk(load_trunk()), head.eval(), gate.eval()).eval()
+        if not self.frozen:
+            return network
+        # A portrait street photo's input; the frozen network serves every size.
+        width, height = input_size(2, 3, self.long_side)
+        example = torch.zeros(1, 3, height, width).contiguous(memory_format=torch.channels_last)
         try:
-            stored = torch.load(self.weights, map_location="cpu", weights_only=True)
-            head, gate = GarmentHead(hidden=int(stored["hidden"])), LookGate()
-            head.load_state_dict(stored["head"])
-            gate.load_state_dict(stored["gate"])
-            self._head, self._gate = head.eval(), gate.eval()
-            self._trunk = fast_trunk(load_trunk())
-        except Exception as exc:  # a finder that cannot load means whole-photo search
-            log.warning("garment finder unavailable, searching whole photos: %s", exc)
-            self._unavailable = True
-            return False
-        return True
+            frozen = frozen_network(network, example)
+        except Exception as exc:  # slower, never wrong
+            log.warning("garment finder runs unfrozen: %s", exc)
+            return network
+        # Freezing copied the weights: the eager modules go before the first passes, so
+        # their memory is reused for the activations instead of adding to the peak.
+        del network, head, gate
+        with torch.inference_mode():
+            for _ in range(2):  # TorchScript optimises on its first calls
+                frozen(example)
+        return frozen
 
     def analyse(self, image: Image.Image) -> tuple[np.ndarray, float]:
         """(cell probabilities, the probability that the photo is a look)."""
         with self._lock, torch.inference_mode():
-            assert self._trunk is not None and self._head is not None and self._gate
-            pixels = photo_tensor(image, self.long_side)
-            features = self._trunk(pixels.contiguous(memory_format=torch.channels_last))
-            return cell_probabilities(self._head, features), look_probability(self._gate, features)
+            assert self._network is not None
+            probabilities, look = self._network(photo_tensor(image, self.long_side))
+            return probabilities.numpy(), float(look)
 
     def find(self, image: Image.Image) -> list[Garment]:
         """The garments in `image`, most confident first; one whole-photo garment when

@@ -113,7 +113,7 @@ def test_the_cropper_leaves_categories_the_finder_does_not_know_alone(lite0_embe
     plain = lite0_embedder.image_preprocessor.from_bytes(data, Settings().images)
     assert torch.equal(cropper.pixels(data, "sunglasses", "digest"), plain)
     assert torch.equal(cropper.pixels(data, "", "digest"), plain)
-    assert cropper.cropped == 0 and cropper.finder._trunk is None  # never ran
+    assert cropper.cropped == 0 and not cropper.finder.loaded  # never ran
 
 
 def test_catalog_names_map_to_the_finder_classes() -> None:

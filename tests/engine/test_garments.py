@@ -130,6 +130,78 @@ def test_the_fast_trunk_computes_the_trunk_as_loaded() -> None:
         assert torch.allclose(want, got, atol=1e-3, rtol=1e-3)
 
 
+def test_the_frozen_network_finds_what_the_eager_modules_find(finder) -> None:
+    """The served network is traced and frozen (TorchScript); the same garments as the
+    eager modules, on portrait photos and on shapes it was not traced on."""
+    import torch
+
+    eager = GarmentFinder(frozen=False)
+    photos = [open_photo(path) for path in sorted(STREET.glob("*.jpg"))]
+    photos += [photos[0].rotate(90, expand=True), photos[1].crop((0, 0, 400, 400))]
+    for photo in photos:
+        served, expected = finder.find(photo), eager.find(photo)
+        assert [(g.category, g.box) for g in served] == [(g.category, g.box) for g in expected]
+        for got, want in zip(served, expected, strict=True):
+            assert got.confidence == pytest.approx(want.confidence, abs=1e-3)
+    assert isinstance(finder._network, torch.jit.ScriptModule)  # not the eager fallback
+
+
+def test_the_photo_is_scaled_like_pillows_bilinear_resize() -> None:
+    """torch's antialiased resize of the 8-bit pixels: what the head was trained on
+    (Pillow's BILINEAR) to within one step of 255, channels-last for the trunk."""
+    import torch
+
+    from engine.garments import input_size, photo_tensor
+
+    photo = open_photo(STREET / "0016.jpg")
+    pixels = photo_tensor(photo, 288)
+    width, height = input_size(photo.width, photo.height, 288)
+    pillow = np.asarray(photo.resize((width, height), Image.Resampling.BILINEAR), np.float32)
+    expected = torch.from_numpy(pillow).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1
+    assert pixels.shape == (1, 3, height, width)
+    assert pixels.is_contiguous(memory_format=torch.channels_last)
+    assert (pixels - expected).abs().max() * 127.5 <= 1.0 + 1e-4
+    assert (pixels - expected).abs().mean() * 127.5 < 0.05
+
+
+def flood_fill_parts(mask: np.ndarray) -> set[frozenset[tuple[int, int]]]:
+    """4-connected parts, one cell at a time: the reference for CellRuns.parts."""
+    parts, seen = set(), np.zeros_like(mask)
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        seen[start], stack, cells = True, [start], set()
+        while stack:
+            row, col = stack.pop()
+            cells.add((int(row), int(col)))
+            for near in ((row + 1, col), (row - 1, col), (row, col + 1), (row, col - 1)):
+                inside = 0 <= near[0] < mask.shape[0] and 0 <= near[1] < mask.shape[1]
+                if inside and mask[near] and not seen[near]:
+                    seen[near] = True
+                    stack.append(near)
+        parts.add(frozenset(cells))
+    return parts
+
+
+@pytest.mark.parametrize("density", [0.2, 0.45, 0.6, 0.9])
+def test_runs_join_into_the_same_parts_as_a_flood_fill(density: float) -> None:
+    from engine.garments import CellRuns
+
+    rng = np.random.default_rng(int(density * 100))
+    for shape in ((1, 1), (1, 9), (9, 1), (24, 16), (72, 48)):
+        mask = rng.random(shape) < density
+        runs = CellRuns.of(mask)
+        found = {
+            frozenset(
+                (int(runs.rows[i]), col)
+                for i in part
+                for col in range(int(runs.starts[i]), int(runs.ends[i]))
+            )
+            for part in runs.parts(shape[0])
+        }
+        assert found == flood_fill_parts(mask)
+
+
 def test_the_finder_runs_at_the_configured_input_size() -> None:
     from engine.config import Settings
     from engine.garment_search import GarmentSearch
