@@ -669,6 +669,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help=f"rerun these sections ({','.join(SECTIONS)}) into the existing results.json",
     )
     parser.add_argument(
+        "--ann-sizes",
+        help="with --only ann: rerun these catalog sizes only (e.g. 100000), keeping the others",
+    )
+    parser.add_argument(
         "--render",
         action="store_true",
         help="only rewrite the documents from results.json (after changing the report)",
@@ -700,9 +704,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "flops" in wanted:
             results["gflops_per_image"] = {a: gflops_per_image(a) for a in architectures}
         if "ann" in wanted:
-            results["ann"] = [
-                vector_search(n, 512, 50 if quick else 500, scratch) for n in (medium, big)
-            ]
+            sizes = [int(n) for n in args.ann_sizes.split(",")] if args.ann_sizes else [medium, big]
+            fresh = {n: vector_search(n, 512, 50 if quick else 500, scratch) for n in sizes}
+            kept = [a for a in results.get("ann", []) if a["n"] not in fresh]
+            results["ann"] = sorted([*kept, *fresh.values()], key=lambda a: a["n"])
         if "query" in wanted:
             results["query"] = [
                 query_overhead(a, size, 5 if quick else 15, scratch)
