@@ -95,16 +95,19 @@ def _trunk_variants(
     }
 
 
-def measure(quick: bool, model_cache: Path | None = None) -> dict[str, Any]:
+def measure(
+    quick: bool, model_cache: Path | None = None, photos: int | None = None
+) -> dict[str, Any]:
+    """`photos`: how many street photos (by default 8 quick, 30 not)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _measure(quick, model_cache)
+        return _measure(quick, model_cache, photos or (8 if quick else 30))
     finally:
         torch.set_num_threads(threads)
 
 
-def _measure(quick: bool, model_cache: Path | None) -> dict[str, Any]:
+def _measure(quick: bool, model_cache: Path | None, photo_count: int) -> dict[str, Any]:
     settings = load_settings(DEFAULT_CONFIG_PATH, environ={})
     model = {"name": "imagenet-lite0", "cache_dir": str(model_cache or "")}
     embedder = load_embedder(settings.model.model_copy(update=model))
@@ -113,7 +116,7 @@ def _measure(quick: bool, model_cache: Path | None) -> dict[str, Any]:
     eager_finder = finder_module.GarmentFinder(
         params=finder.params, long_side=finder.long_side, frozen=False
     )
-    photos = street_photos(8 if quick else 30)
+    photos = street_photos(photo_count)
     images = [decode_image(data, draft_size=DECODE_SIDE) for data in photos]
     finder.find(images[0])  # loads them
     trained_finder.find(images[0])

@@ -85,21 +85,23 @@ async def _undeclared_size(api: FakeBotApi, chat: int, limit: int) -> str:
     )
 
 
-async def _huge_pngs(api: FakeBotApi, first_chat: int) -> str:
+async def _huge_pngs(api: FakeBotApi, first_chat: int, count: int) -> str:
     huge = huge_transparent_png()
     base = _peak_reset()
-    for chat in range(first_chat, first_chat + 4):
+    chats = range(first_chat, first_chat + count)
+    for chat in chats:
         await api.send_message(chat_id=chat, user_id=chat, document=huge, mime_type="image/png")
-    for chat in range(first_chat, first_chat + 4):
+    for chat in chats:
         await _replies_to(api, chat, 2)
     growth = _status_mib("VmHWM") - base
     return (
-        f"| four {len(huge) // 1000} KB PNGs of 6300 x 6300 RGBA at once | answered with albums; "
-        f"peak memory +{growth:.0f} MiB |"
+        f"| {count} x {len(huge) // 1000} KB PNG of 6300 x 6300 RGBA at once | answered with "
+        f"albums; peak memory +{growth:.0f} MiB |"
     )
 
 
-async def forged_and_flooding(engine: Engine) -> list[str]:
+async def forged_and_flooding(engine: Engine, huge_pngs: int = 4) -> list[str]:
+    """`huge_pngs`: how many 6300 x 6300 PNGs arrive at once (each takes seconds to decode)."""
     api = FakeBotApi()
     await api.start()
     settings = engine.settings.with_overrides(
@@ -113,7 +115,7 @@ async def forged_and_flooding(engine: Engine) -> list[str]:
             await _forged_pages(api, 40_001),
             await _flood(api, 40_002, 40_003),
             await _undeclared_size(api, 40_004, bot.download_limit),
-            await _huge_pngs(api, 40_010),
+            await _huge_pngs(api, 40_010, huge_pngs),
         ]
     finally:
         await bot.stop()

@@ -197,13 +197,13 @@ def large_photo_decode(architecture: str, repeats: int) -> dict[str, Any]:
 
 
 def concurrency(
-    architecture: str, levels: list[int], rounds: int, scratch: Path
+    architecture: str, levels: list[int], rounds: int, scratch: Path, catalog_size: int = 10_000
 ) -> list[dict[str, Any]]:
     """Bursts of `level` simultaneous searches through the engine against the bare model
     encoding one batch of the same size (capped at model.max_batch), round by round
     interleaved, so the drift of a shared machine hits both sides alike."""
     embedder = random_embedder(architecture)
-    engine = engine_over(embedder, synthetic_index(scratch, 10_000, embedder.dim))
+    engine = engine_over(embedder, synthetic_index(scratch, catalog_size, embedder.dim))
     photo = PHOTO.read_bytes()
     tensor = bare_model_input(embedder, photo)[0]
     max_batch = engine.settings.model.max_batch

@@ -49,7 +49,7 @@ async def bot_for(engine: Engine, api: FakeBotApi, **telegram) -> TelegramBot:
     return bot
 
 
-async def hostile(engine: Engine) -> list[str]:
+async def hostile(engine: Engine, settle_s: float = 1.0) -> list[str]:
     api = FakeBotApi()
     await api.start()
     bot = await bot_for(engine, api)
@@ -61,7 +61,7 @@ async def hostile(engine: Engine) -> list[str]:
     for n, data in enumerate(valid.values()):
         await api.send_message(chat_id=20_000 + n, user_id=20_000 + n, document=data)
     await api.wait_for("sendMessage", len(corpus) + len(valid), timeout=300)
-    await asyncio.sleep(1)
+    await asyncio.sleep(settle_s)
     peak_after = memory_kib("VmHWM")
     replies = {
         int(c.params["chat_id"]) for c in api.sent("sendMessage") if "reply_markup" not in c.params
@@ -80,7 +80,7 @@ async def hostile(engine: Engine) -> list[str]:
     ]
 
 
-async def load(engine: Engine, users: int) -> list[str]:
+async def load(engine: Engine, users: int, settle_s: float = 2.0) -> list[str]:
     api = FakeBotApi()
     await api.start()
     bot = await bot_for(engine, api)
@@ -97,7 +97,7 @@ async def load(engine: Engine, users: int) -> list[str]:
     sampler = asyncio.create_task(sample())
     result = await run_load(api, photos, users=users, until_quiet=bot.stop)
     sampler.cancel()
-    await asyncio.sleep(2)  # memory after the load, once the freed buffers have settled
+    await asyncio.sleep(settle_s)  # memory after the load, once the freed buffers settled
     rss_after = memory_kib("VmRSS")
     await api.stop()
     outcomes = ", ".join(f"{kind}: {count}" for kind, count in sorted(result.outcomes.items()))
@@ -118,7 +118,8 @@ async def load(engine: Engine, users: int) -> list[str]:
     ]
 
 
-async def faults(engine: Engine) -> list[str]:
+async def faults(engine: Engine, settle_s: float = 1.5) -> list[str]:
+    """`settle_s`: how long after each answer late deliveries are still counted."""
     api = FakeBotApi()
     await api.start()
     bot = await bot_for(engine, api, request_timeout_s=1.0)
@@ -143,7 +144,7 @@ async def faults(engine: Engine) -> list[str]:
         await api.send_message(chat_id=chat, user_id=chat, photo=photo("dress-1.jpg"))
         while not [c for c in api.sent("sendMessage") if c.params.get("chat_id") == chat]:
             await asyncio.sleep(0.05)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(settle_s)
         delivered = [
             c for c in api.sent("sendMediaGroup", "sendPhoto") if c.params.get("chat_id") == chat
         ]
@@ -153,14 +154,18 @@ async def faults(engine: Engine) -> list[str]:
         )
         rows.append(
             f"| {method}: {kind} | answered once, {photos} product photos delivered, "
-            f"{time.perf_counter() - started - 1.5:.1f} s |"
+            f"{time.perf_counter() - started - settle_s:.1f} s |"
         )
     await bot.stop()
     await api.stop()
     return rows
 
 
-async def main(users: int, out: Path) -> None:
+async def main(users: int, out: Path, huge_pngs: int = 4, settle_s: float | None = None) -> None:
+    """`huge_pngs`: see `forged_and_flooding`; `settle_s`: every section's wait before it
+    reads memory or counts late deliveries (None: each section's own). The smoke test
+    makes both small: it checks that the report is produced, not the figures."""
+    settle = {} if settle_s is None else {"settle_s": settle_s}
     with tempfile.TemporaryDirectory() as scratch:
         config, checkpoint = write_tiny_model(Path(scratch) / "model")
         settings = load_bot_settings(DEFAULT_CONFIG_PATH, environ={}).with_overrides(
@@ -174,11 +179,13 @@ async def main(users: int, out: Path) -> None:
         engine = Engine(settings, embedder, open_index(index_dir, model_identity(embedder)))
         try:
             sections = {
-                "Hostile input": await hostile(engine),
-                f"Load: {users} shoppers at once": await load(engine, users),
-                "Bot API faults (each injected once, for one shopper)": await faults(engine),
+                "Hostile input": await hostile(engine, **settle),
+                f"Load: {users} shoppers at once": await load(engine, users, **settle),
+                "Bot API faults (each injected once, for one shopper)": await faults(
+                    engine, **settle
+                ),
                 "Forged pages, floods, undeclared sizes, huge pictures": await forged_and_flooding(
-                    engine
+                    engine, huge_pngs
                 ),
                 "A hostile catalog (index_builder.py build, each row's skip reason)": (
                     await hostile_catalog(settings, embedder)

@@ -157,7 +157,11 @@ class FashionClient(discord.Client):
         intents = discord.Intents.none()
         intents.guilds = True  # not privileged; no message-content intent is needed
         trace = rate_limit_trace(frontend.count_platform_rate_limit)
-        super().__init__(intents=intents, http_trace=trace)
+        super().__init__(
+            intents=intents,
+            http_trace=trace,
+            guild_ready_timeout=frontend.settings.discord.guild_ready_timeout_s,
+        )
         self.frontend = frontend
         self.tree = app_commands.CommandTree(self)
         self.tree.error(frontend.on_command_error)  # the public way to set tree.on_error

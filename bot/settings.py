@@ -64,6 +64,7 @@ class DiscordSettings(Section):
     ephemeral: bool = False
     media_hosts: str = "cdn.discordapp.com,media.discordapp.net"
     allow_loopback_media: bool = False  # only for tests against a local fake Discord
+    guild_ready_timeout_s: Annotated[float, Field(ge=0.0)] = 2.0
 
     @property
     def allowed_media_hosts(self) -> frozenset[str]:

@@ -6,6 +6,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+# `make test` runs one worker per core: one torch thread each, here and in the builder and
+# bot processes tests start. With torch's default (a thread per core) in every worker the
+# cores are oversubscribed, and small operations such as the category probe's LBFGS steps
+# wait on each other's thread pools: 4-5x slower on two cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from collections.abc import Iterator
 from pathlib import Path

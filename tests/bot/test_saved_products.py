@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from bot.alerts import AlertService
+from bot.alerts import BATCH, AlertService
 from bot.analytics import Analytics
 from bot.saving import Saving, open_saving
 from bot.settings import BotSettings
@@ -216,31 +216,33 @@ async def test_a_cheaper_rebuild_alerts_each_saver_once(
 async def test_a_crash_mid_sending_delivers_each_alert_exactly_once(
     engine, settings, api: FakeBotApi, state_url: str
 ) -> None:
-    """500 alerts; the sender is killed part-way (its task cancelled, the bot stopped),
-    a new bot over the same database sends the rest: every shopper gets exactly one."""
+    """250 alerts (more than one of the sender's batches); the sender is killed part-way
+    through its first batch (its task cancelled, the bot stopped), a new bot over the same
+    database sends the rest: every shopper gets exactly one."""
+    alerts = BATCH + 50
     fast = configured(settings, api, state_url, messages_per_second=400.0)
     store = await StateStore.open(fast.state.url, fast.source.parent)
     (product_id,) = in_stock_ids(engine, 1)
     saved = SavedProducts(store)
-    for user in range(10_000, 10_500):  # saved when it cost much more
+    for user in range(10_000, 10_000 + alerts):  # saved when it cost much more
         await saved.save(Shopper("telegram", str(user)), product_id, 9_999.0, True, 10)
     await store.close()
 
     shop = await open_shop(engine, fast, api)
-    await api.wait_until(lambda: len(photo_sends(api)) >= 120, timeout=60)
+    await api.wait_until(lambda: len(photo_sends(api)) >= 60, timeout=60)
     assert shop.alerts._task is not None
     shop.alerts._task.cancel()  # the crash: mid-batch, deliveries in flight
     await shop.stop()
     first_run = len(photo_sends(api))
-    assert 120 <= first_run < 500
+    assert 60 <= first_run < alerts
 
     shop = await open_shop(engine, fast, api)
     try:
-        await api.wait_until(lambda: len(photo_sends(api)) >= 500, timeout=60)
+        await api.wait_until(lambda: len(photo_sends(api)) >= alerts, timeout=60)
         await asyncio.sleep(0.3)
         per_chat = collections.Counter(int(c.params["chat_id"]) for c in photo_sends(api))
-        assert len(per_chat) == 500 and set(per_chat.values()) == {1}
-        assert await rows(shop.store, alert_outbox, alert_outbox.c.status == "sent") == 500
+        assert len(per_chat) == alerts and set(per_chat.values()) == {1}
+        assert await rows(shop.store, alert_outbox, alert_outbox.c.status == "sent") == alerts
     finally:
         await shop.stop()
 

@@ -189,6 +189,7 @@ async def test_both_bots_in_one_process_and_sigterm_drains_searches(
         "FASHIONBOT_TELEGRAM__BASE_FILE_URL": api.base_file_url,
         API_BASE_VARIABLE: fake_discord.api_base,
         GATEWAY_VARIABLE: fake_discord.gateway_url,
+        "FASHIONBOT_DISCORD__GUILD_READY_TIMEOUT_S": "0",  # the fake has no servers
         "FASHIONBOT_HTTP__PORT": "0",
     }
     process = await asyncio.create_subprocess_exec(

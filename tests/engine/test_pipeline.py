@@ -3,11 +3,10 @@ from __future__ import annotations
 import csv
 import io
 import os
-import random
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,11 @@ from engine.embedder import load_embedder, model_identity
 from engine.index import open_index
 from engine.ingest import pipeline
 from engine.ingest.pipeline import BuildError, build_index
-from engine.store import CURRENT_FILE, SKIPPED_FILE, current_build_dir
+from engine.store import CURRENT_FILE, MANIFEST_FILE, SKIPPED_FILE, current_build_dir
 from tests.conftest import DEMO_CATALOG, REPO_ROOT, make_settings
+from tests.fakes.cli_env import tiny_model_environ
 from tests.fakes.demo import demo_rows, unreadable_image_rows, write_catalog
+from tests.fakes.waiting import eventually
 
 
 async def build(settings, catalog: Path, index_dir: Path, embedder):
@@ -155,15 +156,36 @@ async def test_only_one_build_at_a_time(tiny_model_files, embedder, tmp_path):
             )
 
 
+def _images_embedded(progress_log: Path) -> int:
+    """The last count the builder's progress bar wrote ("Embedding:  40%|...| 19/48 [...")."""
+    counts = re.findall(r"(\d+)/\d+ \[", progress_log.read_text(errors="replace"))
+    return int(counts[-1]) if counts else 0
+
+
+def _temp_builds(index_dir: Path) -> set[Path]:
+    return set((index_dir / "builds").glob(".tmp-*"))
+
+
+def _new_temp_build(index_dir: Path, earlier: set[Path], finished: bool) -> bool:
+    """A build folder not in `earlier` is being written (`finished`: its manifest is
+    written, so it is being published)."""
+    temps = _temp_builds(index_dir) - earlier
+    return any((t / MANIFEST_FILE).exists() for t in temps) if finished else bool(temps)
+
+
 @pytest.mark.slow
-def test_killing_the_builder_process_never_breaks_the_served_index(tiny_model_files, tmp_path):
-    """SIGKILL a real `index_builder.py build` at random moments (several seeds)."""
-    config, checkpoint = tiny_model_files
+async def test_killing_the_builder_process_never_breaks_the_served_index(
+    tiny_model_files, embedder, tmp_path
+):
+    """SIGKILL a real `index_builder.py build` at moments read from what it writes: mid
+    embedding (its progress bar), while it writes the build files, while it publishes.
+    The builds before and after the kills run in this process (no model to load)."""
     index_dir = tmp_path / "idx"
     images = tmp_path / "imgs"
     images.mkdir()
     rows = []
-    for n, row in enumerate(demo_rows(60) * 4):  # 240 distinct images: a longer build
+    total = 48
+    for n, row in enumerate(demo_rows(48)):  # distinct sizes: distinct images to embed
         source = Image.open(row["image"]).convert("RGB").resize((300 + n, 300))
         out = io.BytesIO()
         source.save(out, format="JPEG")
@@ -172,10 +194,9 @@ def test_killing_the_builder_process_never_breaks_the_served_index(tiny_model_fi
     catalog = write_catalog(tmp_path / "c.csv", rows)
     env = {
         **os.environ,
-        "FASHIONBOT_MODEL__NAME": str(config),
-        "FASHIONBOT_MODEL__PRETRAINED": str(checkpoint),
-        "FASHIONBOT_BUILD__BATCH_SIZE": "4",
+        **tiny_model_environ(tiny_model_files, BUILD__BATCH_SIZE="4"),
         "HF_HUB_OFFLINE": "1",
+        "TQDM_MININTERVAL": "0",  # every batch on the progress bar: the kill moment is seen
     }
     command = [
         sys.executable,
@@ -184,28 +205,45 @@ def test_killing_the_builder_process_never_breaks_the_served_index(tiny_model_fi
         str(catalog),
         "--out",
         str(index_dir),
-        "--quiet",
     ]
-    small = write_catalog(tmp_path / "small.csv", rows[:10])
-    subprocess.run([*command[:3], str(small), *command[4:]], env=env, check=True, timeout=120)
+    settings = make_settings(
+        tiny_model_files, index_dir, build={"image_roots": [], "batch_size": 4}
+    )
+    await build(settings, write_catalog(tmp_path / "small.csv", rows[:10]), index_dir, embedder)
     served_id = (index_dir / CURRENT_FILE).read_text().strip()
+    progress_log = tmp_path / "progress.log"
 
-    for seed in range(3):
-        delay = random.Random(seed).uniform(3.0, 9.0)
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
+    earlier: set[Path] = set()  # a killed build's leftovers, until the next build removes them
+    moments = {
+        "mid embedding": lambda: total // 4 <= _images_embedded(progress_log) < total,
+        "writing the build": lambda: _new_temp_build(index_dir, earlier, finished=False),
+        "publishing": lambda: _new_temp_build(index_dir, earlier, finished=True),
+    }
+    for moment, reached in moments.items():
+        earlier = _temp_builds(index_dir)
+        with progress_log.open("w") as log:
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                await eventually(
+                    lambda done=reached, builder=process: done() or builder.poll() is not None,
+                    timeout_s=120,
+                    every_s=0.002,
+                )
+            finally:
+                process.send_signal(signal.SIGKILL)
+                process.wait(30)
+        if moment != "publishing":  # (a publish can end the process before the kill lands)
+            assert process.returncode == -signal.SIGKILL, (moment, log.name)
         current = (index_dir / CURRENT_FILE).read_text().strip()
         index = open_index(index_dir, verify=True)  # whatever is served is complete and intact
-        assert index.manifest.build_id == current
-        assert current == served_id or index.manifest.products == 240
+        assert index.manifest.build_id == current, moment
+        if moment == "mid embedding":  # nothing of this build is written yet
+            assert current == served_id
+        assert current == served_id or index.manifest.products == total, moment
         served_id = current
         index.close()
 
-    subprocess.run(command, env=env, check=True, timeout=300)
+    await build(settings, catalog, index_dir, embedder)  # over whatever the kills left
     final = open_index(index_dir, verify=True)
-    assert final.manifest.products == 240
+    assert final.manifest.products == total
     assert current_build_dir(index_dir) is not None

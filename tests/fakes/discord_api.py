@@ -504,6 +504,7 @@ async def start_bot(
         discord={
             "media_hosts": "127.0.0.1",
             "allow_loopback_media": True,
+            "guild_ready_timeout_s": 0.0,  # the fake's READY lists no servers to wait for
             **discord_settings,
         },
         limits=limits,
