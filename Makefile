@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run run-offline test lint typecheck format index clean reliability audit quality bench bench-quick
 .PHONY: bench-analytics bench-alerts
-.PHONY: train-garments
+.PHONY: train-garments bench-finder-memory
 
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU build of torch
 # (a few hundred MB instead of the CUDA build's gigabytes); the Dockerfile does the same.
@@ -70,6 +70,11 @@ quality: $(STAMP)
 # prints its validation figures and writes them to docs/garments.md. A few minutes on CPU.
 train-garments: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench.train_garments $(GARMENTS_ARGS)
+
+# Peak memory of searches with the garment finder against plain ones (a process per mode;
+# street photos from ../shared/datasets/street-ccp). Prints a table for docs/garments.md.
+bench-finder-memory: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m bench.finder_memory $(BENCH_ARGS)
 
 # Known-vulnerability audit of the installed packages (needs access to a vulnerability DB).
 audit: $(STAMP)
