@@ -31,7 +31,7 @@ from engine.search import Engine
 from tests.fakes.demo import DEMO_CATALOG, DEMO_IMAGES, photo
 from tests.fakes.hostile_images import awkward_but_valid, broken_files
 from tests.fakes.load import run_load
-from tests.fakes.telegram_api import DROP_CONNECTION, HANG, FakeBotApi, bot_settings
+from tests.fakes.telegram_api import DROP_CONNECTION, HANG, Call, FakeBotApi, bot_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,16 +145,22 @@ async def faults(engine: Engine, settle_s: float = 1.5) -> list[str]:
         while not [c for c in api.sent("sendMessage") if c.params.get("chat_id") == chat]:
             await asyncio.sleep(0.05)
         await asyncio.sleep(settle_s)
-        delivered = [
-            c for c in api.sent("sendMediaGroup", "sendPhoto") if c.params.get("chat_id") == chat
-        ]
+
+        def to_chat(*methods: str, chat: int = chat) -> list[Call]:
+            return [c for c in api.sent(*methods) if c.params.get("chat_id") == chat]
+
+        delivered = to_chat("sendMediaGroup", "sendPhoto")
         photos = sum(len(c.params.get("media", [None])) for c in delivered)
+        # One answer: one message after the photos (the results keyboard, or an apology)
+        # and at most one album; a retried request that had gone through shows as two.
+        messages, albums = len(to_chat("sendMessage")), len(to_chat("sendMediaGroup"))
+        once = "answered once" if messages == 1 and albums <= 1 else "ANSWERED MORE THAN ONCE"
         kind = {0: "connection dropped", -1: f"no answer for {extra.get('hang_s')} s"}.get(
             status, f"HTTP {status}"
         )
         rows.append(
-            f"| {method}: {kind} | answered once, {photos} product photos delivered, "
-            f"{time.perf_counter() - started - settle_s:.1f} s |"
+            f"| {method}: {kind} | {once} ({albums} albums, {messages} messages), {photos} "
+            f"product photos delivered, {time.perf_counter() - started - settle_s:.1f} s |"
         )
     await bot.stop()
     await api.stop()
