@@ -81,6 +81,9 @@ class AnalyticsWriter:
         self._searches: deque[SearchRecord] = deque()
         self._clicks: deque[ClickRecord] = deque()
         self._wake = asyncio.Event()
+        # One batch in flight at a time: a flush that finds the queue empty returns only
+        # once an earlier flush's rows are committed (callers read them right after).
+        self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_purge = 0.0
@@ -138,6 +141,10 @@ class AnalyticsWriter:
 
     async def flush(self) -> bool:
         """Write one batch of what is queued; False when the database refused it."""
+        async with self._flushing:
+            return await self._write_batch()
+
+    async def _write_batch(self) -> bool:
         batch_searches = _take(self._searches, self.max_batch)
         batch_clicks = _take(self._clicks, self.max_batch)
         if not batch_searches and not batch_clicks:

@@ -189,3 +189,22 @@ async def test_stopping_finishes_the_batch_being_written(state_url: str, tmp_pat
         assert await count(store, shown_results) == 12_000
     finally:
         await store.close()
+
+
+async def test_a_flush_returns_once_the_batch_in_flight_is_committed(
+    state_url: str, tmp_path: Path
+) -> None:
+    """Finding the queue empty because the background writer took the batch is not done:
+    the caller reads the rows right after (the report, /stats, the tests)."""
+    store = await StateStore.open(state_url, tmp_path)
+    writer = AnalyticsWriter(store, retention_days=30, clock=lambda: NOW)
+    try:
+        for _ in range(300):
+            writer.record_search(search("photo", ["dress"] * 10))
+        in_flight = asyncio.create_task(writer.flush())
+        await asyncio.sleep(0)  # it takes the whole queue and starts writing
+        assert await writer.flush()
+        assert await count(store, searches) == 300
+        await in_flight
+    finally:
+        await store.close()
