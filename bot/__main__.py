@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from bot.alerts import AlertService
 from bot.analytics import Analytics, AnalyticsConfigError
 from bot.click_links import LINK_SECRET, LinkSecretError
 from bot.demo import run_terminal_demo, with_served_index
@@ -51,6 +52,28 @@ def read_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
     return Path(path).read_text(encoding="utf-8").strip() if path else ""
 
 
+def frontends(
+    engine: Engine,
+    settings: BotSettings,
+    tokens: dict[str, str],
+    webhook_secret: str,
+    metrics: Metrics,
+) -> list[Frontend]:
+    """The bots whose tokens are set, sharing `engine` and one metrics registry."""
+    bots: list[Frontend] = []
+    if "TELEGRAM_BOT_TOKEN" in tokens:
+        bots.append(
+            TelegramBot(
+                engine, settings, tokens["TELEGRAM_BOT_TOKEN"], webhook_secret=webhook_secret
+            )
+        )
+    if "DISCORD_BOT_TOKEN" in tokens:
+        bots.append(DiscordBot(engine, settings, tokens["DISCORD_BOT_TOKEN"]))
+    for bot in bots:
+        bot.metrics = metrics
+    return bots
+
+
 async def serve(
     engine: Engine,
     settings: BotSettings,
@@ -63,18 +86,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    bots: list[Frontend] = []
-    if "TELEGRAM_BOT_TOKEN" in tokens:
-        bots.append(
-            TelegramBot(
-                engine, settings, tokens["TELEGRAM_BOT_TOKEN"], webhook_secret=webhook_secret
-            )
-        )
-    if "DISCORD_BOT_TOKEN" in tokens:
-        bots.append(DiscordBot(engine, settings, tokens["DISCORD_BOT_TOKEN"]))
     metrics = Metrics(engine)
-    for bot in bots:
-        bot.metrics = metrics
+    bots = frontends(engine, settings, tokens, webhook_secret, metrics)
     try:
         analytics = await Analytics.open(settings, link_secret)
     except (AnalyticsConfigError, LinkSecretError) as exc:
@@ -87,6 +100,21 @@ async def serve(
     await engine.warm_up()
     redirect = ClickRedirect(served_products(engine), analytics, metrics).routes()
     health = HealthServer.configured(engine, metrics, bots, settings.http, redirect)
+    try:
+        return await _run_until_stopped(engine, settings, bots, health, alerts, stop)
+    finally:
+        await analytics.close()
+
+
+async def _run_until_stopped(
+    engine: Engine,
+    settings: BotSettings,
+    bots: list[Frontend],
+    health: HealthServer | None,
+    alerts: AlertService | None,
+    stop: asyncio.Event,
+) -> int:
+    """Start the servers and bots, wait for `stop`, then stop them all: the exit code."""
     watcher = None
     code = 0
     try:
@@ -114,7 +142,6 @@ async def serve(
         await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)
         if health is not None:
             await health.stop()
-        await analytics.close()
     return code
 
 

@@ -68,3 +68,16 @@ def test_tests_and_the_bench_share_helpers_only_through_the_fakes() -> None:
         if wrong:
             offenders[relative.as_posix()] = sorted(wrong)
     assert offenders == {}
+
+
+def test_no_function_in_the_product_is_over_50_lines() -> None:
+    """Issue 14's bar for engine/ and bot/: long functions are split into named steps."""
+    too_long = [
+        f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name} ({lines} lines)"
+        for package in ("engine", "bot")
+        for path in sorted((REPO_ROOT / package).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (lines := (node.end_lineno or node.lineno) - node.lineno + 1) > 50
+    ]
+    assert too_long == []

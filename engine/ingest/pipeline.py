@@ -97,16 +97,9 @@ async def build_index(
             )
         reuse = _previous_build(index_dir, embedder)
         sources = _Sources.of(settings, catalog_path, index_dir)
-        progress = tqdm(total=len(images), unit="img", desc="Embedding", disable=not show_progress)
-        with progress:
-            if use_ray:
-                embedded_on = await asyncio.to_thread(
-                    _embed_on_ray, images, embedder, settings, reuse, sources, ray_address, progress
-                )
-            else:
-                embedded_on = await _embed_here(
-                    images, embedder, settings, reuse, sources, progress
-                )
+        embedded_on = await _embed_all(
+            images, embedder, settings, reuse, sources, show_progress, ray_address, use_ray
+        )
         built = _assemble(feed, images)
         if not built.rows:
             report = _write_failed_skipped(index_dir, built.skipped)
@@ -124,6 +117,26 @@ async def build_index(
         time.perf_counter() - started,
         embedded_on,
     )
+
+
+async def _embed_all(
+    images: list[FeedImage],
+    embedder: Embedder,
+    settings: Settings,
+    reuse: _PreviousBuild,
+    sources: _Sources,
+    show_progress: bool,
+    ray_address: str | None,
+    use_ray: bool,
+) -> str:
+    """Every image embedded (or reused) here or on Ray, under one progress bar: where."""
+    progress = tqdm(total=len(images), unit="img", desc="Embedding", disable=not show_progress)
+    with progress:
+        if use_ray:
+            return await asyncio.to_thread(
+                _embed_on_ray, images, embedder, settings, reuse, sources, ray_address, progress
+            )
+        return await _embed_here(images, embedder, settings, reuse, sources, progress)
 
 
 async def _local_feed(

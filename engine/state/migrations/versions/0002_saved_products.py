@@ -19,6 +19,11 @@ _ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
 
 def upgrade() -> None:
+    _create_saved_products()
+    _create_alerts()
+
+
+def _create_saved_products() -> None:
     op.create_table(
         "shoppers",
         sa.Column("id", _ID, primary_key=True),
@@ -45,6 +50,9 @@ def upgrade() -> None:
         sa.Column("in_stock", sa.Boolean, nullable=False),
     )
     op.create_index("ix_saved_products_product", "saved_products", ["product_id"])
+
+
+def _create_alerts() -> None:
     op.create_table(
         "alert_builds",
         sa.Column("build_id", sa.String(64), primary_key=True),
