@@ -108,6 +108,7 @@ async def measure_one(
     chats = iter(range(FIRST_CHAT, FIRST_CHAT + 10 * rounds + 10))
     try:
         bare()
+        await engine.warm_up()  # as `python -m bot` does before it serves
         first_album = await album_stamps(api, next(chats), photo)  # uploads the photos
         await album_stamps(api, next(chats), photo)  # warm: the file ids cached
 

@@ -64,6 +64,9 @@ def catalog_category(
     return min(matches) if matches else None
 
 
+WARM_UP_SIZE = (256, 384)  # a portrait photo's shape, as street photos mostly are
+
+
 class GarmentSearch:
     """The finder plus what the engine needs around it; loads the finder lazily."""
 
@@ -83,6 +86,12 @@ class GarmentSearch:
         # The finder's passes on one thread of their own: it holds a lock anyway, and the
         # engine's CPU pool stays free for decoding the next shoppers' photos.
         self._finder_thread = ThreadPoolExecutor(1, thread_name_prefix="garment-finder")
+
+    async def warm_up(self) -> None:
+        """Load the finder and run one pass now rather than in the first shopper's search
+        (loading traces and freezes its network: about a second)."""
+        if self.settings.enabled:
+            await self.find_async(Image.new("RGB", WARM_UP_SIZE, "white"))
 
     async def find_async(self, image: Image.Image) -> list[Garment]:
         return await asyncio.get_running_loop().run_in_executor(

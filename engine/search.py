@@ -149,9 +149,9 @@ class Engine:
         return await self.encoder.encode(images, text, self.settings.search.text_weight)
 
     async def warm_up(self) -> None:
-        """One image and one text through the worker, so the first shopper does not pay
-        for lazy initialisation; sets `warm`."""
-        await self.encoder.warm_up()
+        """One image and one text through the worker, and one photo through the garment
+        finder, so the first shopper does not pay for lazy initialisation; sets `warm`."""
+        await asyncio.gather(self.encoder.warm_up(), self.garments.warm_up())
         self.warm = True
 
     async def guess_category(self, query: np.ndarray) -> str | None:
