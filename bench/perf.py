@@ -777,6 +777,18 @@ def album_section(results: dict[str, Any]) -> list[str]:
         "",
         *album_latency.report(results["album"]),
         "",
+        *(
+            f"- {r['architecture']}: the engine's search is {r['engine_ms'] / r['bare_ms']:.2f}x the bare "
+            f"model; the garment finder and the flow's records add {r['flow_ms'] - r['engine_ms']:.0f} ms; "
+            f"the Telegram side adds {r['album_ms'] - r['flow_ms']:.0f} ms (update to download: "
+            f"{r['download_ms']:.0f} ms)."
+            for r in results["album"]
+        ),
+        "",
+        "So the bot's own time is a few percent; the album is the model's pass plus the finder's",
+        "(section 8). An album under the bare fp32 model's time needs a faster model pass than",
+        "fp32 (bf16 where a CPU runs it faster than fp32; on this one it ran slower, section 7).",
+        "",
     ]
 
 
