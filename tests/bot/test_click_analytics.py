@@ -24,8 +24,8 @@ from bot.http_server import HealthServer
 from bot.metrics import Metrics
 from bot.redirect import ClickRedirect, served_products
 from bot.telegram_bot import TelegramBot
-from engine.state.report import build_report
 from engine.types import Product
+from tests.fakes.analytics_report import last_hour_report
 from tests.fakes.demo import DEMO_CATALOG, photo
 from tests.fakes.telegram_api import FakeBotApi, bot_settings, free_port, keyboard_of, titles
 
@@ -118,10 +118,7 @@ async def test_a_click_is_recorded_and_lands_on_the_tagged_shop_page(
         metrics_page = await (await http.get(f"{shop.base}/metrics")).text()
     assert 'fashionbot_clicks_total{platform="telegram",rank="2"} 1.0' in metrics_page
 
-    assert shop.analytics.writer is not None and shop.analytics.store is not None
-    await shop.analytics.writer.flush()
-    now = int(time.time())
-    report = await build_report(shop.analytics.store, now - 3600, now + 60)
+    report = await last_hour_report(shop.analytics)
     assert report.searches == 1 and report.by_kind["photo"].searches == 1
     assert report.clicks == 1 and report.clicks_by_rank == {2: 1}
     assert report.ctr_at(2) == 1.0 and report.ctr_at(1) == 0.0

@@ -5,7 +5,6 @@ lands on the shop page tagged utm_source=discord."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -17,7 +16,7 @@ from bot.analytics import Analytics
 from bot.http_server import HealthServer
 from bot.metrics import Metrics
 from bot.redirect import ClickRedirect, served_products
-from engine.state.report import build_report
+from tests.fakes.analytics_report import last_hour_report
 from tests.fakes.demo import photo
 from tests.fakes.discord_api import FakeDiscord, followup, gallery_titles, start_bot, walk
 from tests.fakes.telegram_api import free_port
@@ -76,8 +75,5 @@ async def test_a_gallery_link_is_a_tracked_discord_click(
         metrics_page = await (await http.get(f"{shop.base}/metrics")).text()
     assert 'fashionbot_clicks_total{platform="discord",rank="3"} 1.0' in metrics_page
 
-    assert shop.analytics.writer is not None and shop.analytics.store is not None
-    await shop.analytics.writer.flush()
-    now = int(time.time())
-    report = await build_report(shop.analytics.store, now - 3600, now + 60)
+    report = await last_hour_report(shop.analytics)
     assert report.searches == 1 and report.clicks == 1 and report.clicks_by_rank == {3: 1}
