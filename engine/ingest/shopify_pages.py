@@ -57,12 +57,13 @@ async def join_pages(fetch: FetchPage, url: str, target: Path, cap: int) -> None
     partial = target.with_name(f".{target.name}.part")
     try:
         await fetch(page_url(url, 1), page_file)
-        if _products_of(page_file) is None:
+        first = _products_of(page_file)
+        if first is None:
             os.replace(page_file, target)
             return
         with partial.open("w", encoding="utf-8") as out:
             out.write('{"products": [')
-            pages = await _copy_pages(fetch, url, page_file, out, cap)
+            pages = await _copy_pages(fetch, url, page_file, first, out, cap)
             out.write("]}")
         os.replace(partial, target)
         log.info("read %d pages of %s", pages, url)
@@ -71,8 +72,11 @@ async def join_pages(fetch: FetchPage, url: str, target: Path, cap: int) -> None
         partial.unlink(missing_ok=True)
 
 
-async def _copy_pages(fetch: FetchPage, url: str, page_file: Path, out: TextIO, cap: int) -> int:
-    """Pages from the first (already in `page_file`) until a short one; how many were read."""
+async def _copy_pages(
+    fetch: FetchPage, url: str, page_file: Path, first: list[Any], out: TextIO, cap: int
+) -> int:
+    """Pages from the first (`first`, read from `page_file`) until a short one; how many
+    were read."""
     seen: set[str] = set()
     written = 0
     size = 0
@@ -85,7 +89,7 @@ async def _copy_pages(fetch: FetchPage, url: str, page_file: Path, out: TextIO, 
         size += page_file.stat().st_size
         if size > cap:
             raise FeedError(f"its pages are over build.max_feed_bytes ({cap / 1e6:g} MB)")
-        products = _products_of(page_file)
+        products = first if page == 1 else _products_of(page_file)
         if products is None:
             raise FeedError(f"page {page} is not a products.json")
         before = written
