@@ -122,7 +122,10 @@ async def measure_one(
         jobs: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("bare_ms", bare_job),
             ("engine_ms", lambda: engine.search(image=photo, k=album_size)),
-            ("flow_ms", lambda: flow.run(SearchRequest(None, read, k=album_size), no_chat)),
+            (
+                "flow_ms",
+                lambda: flow.run(SearchRequest(None, read, k=album_size), contextlib.nullcontext),
+            ),
             ("album", album_job),
         ]
         for turn in range(rounds):
@@ -142,11 +145,6 @@ async def measure_one(
         "bot_own_ms": medians["album_ms"] - medians["flow_ms"],
         "after_download_ms": medians["album_ms"] - medians["download_ms"],
     }
-
-
-@contextlib.asynccontextmanager
-async def no_chat() -> Any:
-    yield
 
 
 def measure(architectures: list[str], rounds: int, **overrides: Any) -> list[dict[str, Any]]:

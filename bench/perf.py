@@ -621,7 +621,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     top = results["ann"][-1]
     size = "20k" if quick else "1m"
     precision = results.get("precision", {}).get("agreement")
-    big = 1_000_000 if not quick else 20_000
+    big = max(q["catalog"] for q in results["query"])  # the section's large catalog
     page_rows = [q["page_ms"] for q in results["query"] if q["catalog"] == big and "page_ms" in q]
     album = results.get("album")
     return {
