@@ -34,12 +34,11 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.look_latency import unlimited_flow
 from bench.precision import cast_copy
 from bench.reference import SERVED_PRECISION, bare_forward, random_embedder
-from bot.flow import Inputs, SearchCounter, SearchFlow, SearchRequest
-from bot.limits import RateLimiter
+from bot.flow import Inputs, SearchRequest
 from bot.settings import BotSettings, load_bot_settings
-from bot.stats import BotStats
 from bot.telegram_bot import TelegramBot
 from engine.config import DEFAULT_CONFIG_PATH
 from engine.embedder import Embedder, model_identity
@@ -94,7 +93,7 @@ async def measure_one(
 ) -> dict[str, Any]:
     photo = PHOTO.read_bytes()
     bare = bare_forward(reference, photo)
-    flow = SearchFlow(engine, settings, RateLimiter(10_000), SearchCounter("bench", BotStats()))
+    flow = unlimited_flow(engine, settings)
 
     async def read() -> Inputs:
         return Inputs([photo])

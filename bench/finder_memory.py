@@ -57,10 +57,8 @@ def peak_mib() -> float:
 
 
 async def run_mode(mode: str, index: Path, cache: Path, photos: list[Path]) -> dict[str, Any]:
-    from bench.look_latency import lite0_settings
-    from bot.flow import Inputs, Results, SearchCounter, SearchFlow, SearchRequest
-    from bot.limits import RateLimiter
-    from bot.stats import BotStats
+    from bench.look_latency import lite0_settings, unlimited_flow
+    from bot.flow import Inputs, Results, SearchRequest
     from engine.embedder import load_embedder, model_identity
     from engine.index import open_index
     from engine.search import Engine
@@ -68,7 +66,7 @@ async def run_mode(mode: str, index: Path, cache: Path, photos: list[Path]) -> d
     settings = lite0_settings(cache, index)
     embedder = load_embedder(settings.model)
     engine = Engine(settings, embedder, open_index(index, model_identity(embedder)))
-    flow = SearchFlow(engine, settings, RateLimiter(10_000), SearchCounter("bench", BotStats()))
+    flow = unlimited_flow(engine, settings)
     opened = peak_mib()
     try:
         for path in photos:

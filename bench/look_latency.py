@@ -55,6 +55,11 @@ def lite0_settings(cache: Path, index: Path) -> BotSettings:
     )
 
 
+def unlimited_flow(engine: Engine, settings: BotSettings) -> SearchFlow:
+    """The chat flow as the bots run it, without a rate limit (the benches search often)."""
+    return SearchFlow(engine, settings, RateLimiter(10_000), SearchCounter("bench", BotStats()))
+
+
 async def timed(call: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     started = time.perf_counter()
     result = await call()
@@ -64,7 +69,7 @@ async def timed(call: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
 async def measure(
     engine: Engine, settings: BotSettings, rounds: int
 ) -> dict[str, dict[str, list[float]]]:
-    flow = SearchFlow(engine, settings, RateLimiter(10_000), SearchCounter("bench", BotStats()))
+    flow = unlimited_flow(engine, settings)
     photos = {name: path.read_bytes() for name, path in PHOTOS.items()}
     times: dict[str, dict[str, list[float]]] = {n: {} for n in photos}
 
