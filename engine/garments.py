@@ -355,6 +355,51 @@ def frozen_network(network: FinderNetwork, example: torch.Tensor) -> nn.Module:
         return frozen
 
 
+def built_network(weights: Path, long_side: int, frozen: bool) -> nn.Module:
+    """The finder's network loaded from `weights`: frozen for `long_side` inputs, or the
+    eager modules."""
+    stored = torch.load(weights, map_location="cpu", weights_only=True)
+    head, gate = GarmentHead(hidden=int(stored["hidden"])), LookGate()
+    head.load_state_dict(stored["head"])
+    gate.load_state_dict(stored["gate"])
+    network = FinderNetwork(fast_trunk(load_trunk()), head.eval(), gate.eval()).eval()
+    if not frozen:
+        return network
+    # A portrait street photo's input; the frozen network serves every size.
+    width, height = input_size(2, 3, long_side)
+    example = torch.zeros(1, 3, height, width).contiguous(memory_format=torch.channels_last)
+    try:
+        script = frozen_network(network, example)
+    except Exception as exc:  # slower, never wrong
+        log.warning("garment finder runs unfrozen: %s", exc)
+        return network
+    # Freezing copied the weights: the eager modules go before the first passes, so
+    # their memory is reused for the activations instead of adding to the peak.
+    del network, head, gate
+    with torch.inference_mode():
+        for _ in range(2):  # TorchScript optimises on its first calls
+            script(example)
+    return script
+
+
+_shared_networks: dict[tuple[Path, int, int, bool], nn.Module] = {}
+_shared_networks_lock = threading.Lock()
+
+
+def shared_network(weights: Path, long_side: int, frozen: bool) -> nn.Module:
+    """`built_network`, built once per process for the same weights file (as it is on
+    disk now), input size and mode. Building costs about a second of CPU (loading, the
+    trace, the freeze, the warm-up passes); every engine in a process (the bots, a
+    reloaded index, the tests' many engines) then shares one network: inference passes
+    change nothing in it, so finders on different threads may run it at once."""
+    resolved = weights.resolve()
+    key = (resolved, resolved.stat().st_mtime_ns, long_side, frozen)
+    with _shared_networks_lock:
+        if key not in _shared_networks:
+            _shared_networks[key] = built_network(resolved, long_side, frozen)
+        return _shared_networks[key]
+
+
 class GarmentFinder:
     """Loads its network on first use (never at import), then `find(image)`.
     Thread-safe: one pass at a time, as with the embedder. `frozen=False` runs the eager
@@ -386,36 +431,12 @@ class GarmentFinder:
             if self._unavailable:
                 return False
             try:
-                self._network = self._built()
+                self._network = shared_network(self.weights, self.long_side, self.frozen)
             except Exception as exc:  # a finder that cannot load means whole-photo search
                 log.warning("garment finder unavailable, searching whole photos: %s", exc)
                 self._unavailable = True
                 return False
             return True
-
-    def _built(self) -> nn.Module:
-        stored = torch.load(self.weights, map_location="cpu", weights_only=True)
-        head, gate = GarmentHead(hidden=int(stored["hidden"])), LookGate()
-        head.load_state_dict(stored["head"])
-        gate.load_state_dict(stored["gate"])
-        network = FinderNetwork(fast_trunk(load_trunk()), head.eval(), gate.eval()).eval()
-        if not self.frozen:
-            return network
-        # A portrait street photo's input; the frozen network serves every size.
-        width, height = input_size(2, 3, self.long_side)
-        example = torch.zeros(1, 3, height, width).contiguous(memory_format=torch.channels_last)
-        try:
-            frozen = frozen_network(network, example)
-        except Exception as exc:  # slower, never wrong
-            log.warning("garment finder runs unfrozen: %s", exc)
-            return network
-        # Freezing copied the weights: the eager modules go before the first passes, so
-        # their memory is reused for the activations instead of adding to the peak.
-        del network, head, gate
-        with torch.inference_mode():
-            for _ in range(2):  # TorchScript optimises on its first calls
-                frozen(example)
-        return frozen
 
     def analyse(self, image: Image.Image) -> tuple[np.ndarray, float]:
         """(cell probabilities, the probability that the photo is a look)."""

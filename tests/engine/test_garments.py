@@ -19,6 +19,7 @@ from engine.evaluation.garments import box_iou, match_garment
 from engine.garment_search import catalog_category
 from engine.garments import (
     CLASSES,
+    WEIGHTS_PATH,
     FinderParams,
     Garment,
     GarmentFinder,
@@ -144,6 +145,24 @@ def test_the_frozen_network_finds_what_the_eager_modules_find(finder) -> None:
         for got, want in zip(served, expected, strict=True):
             assert got.confidence == pytest.approx(want.confidence, abs=1e-3)
     assert isinstance(finder._network, torch.jit.ScriptModule)  # not the eager fallback
+
+
+def test_finders_in_one_process_share_one_built_network(tmp_path: Path) -> None:
+    """Building the network (load, trace, freeze) costs about a second: every finder of
+    the same weights, size and mode gets the one already built; another size, mode or
+    weights file (a retrained head) gets its own."""
+    import shutil
+
+    first, second = GarmentFinder(long_side=288), GarmentFinder(long_side=288)
+    assert first._load() and second._load()
+    assert first._network is second._network
+    other_size = GarmentFinder(long_side=256)
+    eager = GarmentFinder(long_side=288, frozen=False)
+    retrained = tmp_path / "garments.pt"
+    shutil.copy(WEIGHTS_PATH, retrained)
+    other_weights = GarmentFinder(weights=retrained, long_side=288)
+    for finder in (other_size, eager, other_weights):
+        assert finder._load() and finder._network is not first._network
 
 
 def test_the_photo_is_scaled_like_pillows_bilinear_resize() -> None:
