@@ -1,0 +1,113 @@
+"""int8 for the model's Linear layers, and the load-time check that decides whether
+`model.precision = "auto"` serves it on a CPU.
+
+Dynamic quantisation: Linear weights are stored as int8 once, each batch's activations
+are quantised on the fly (per tensor), the rest of the model stays fp32. That per-tensor
+activation scale is what real CLIP ViTs can break: a few residual channels carry values
+orders of magnitude above the rest (activation outliers), and one scale for all leaves
+the others a handful of levels. Random-init models have no such outliers, and the
+product's weights cannot be downloaded everywhere it is tested, so the agreement is
+measured on the weights actually loaded, at start, on photos bundled with the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.config import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from engine.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+# The demo catalog's product photos: real photos of the garments the bot searches for.
+AGREEMENT_PHOTOS = PROJECT_ROOT / "data" / "demo" / "images"
+AGREEMENT_PHOTO_COUNT = 8
+# Text queries embedded both ways where the text tower is used (text search, refinement).
+AGREEMENT_TEXTS = ("a red summer dress", "black leather boots", "a striped shirt")
+# Lowest cosine to fp32 any photo (or text) may have for `auto` to serve int8. bf16 on
+# real weights kept cosine >= 0.995 and 98% of each photo's top-10 neighbours
+# (docs/benchmarks.md, section 7); 0.99 allows int8 a little more rounding than that
+# while still failing a model whose outliers int8 flattens (such models fall to 0.9 and
+# below, tests/engine/test_quantize.py).
+MIN_COSINE = 0.99
+
+
+def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose Linear layers run in int8 (dynamic quantisation, CPU only).
+
+    torch.ao.quantization is deprecated in favour of torchao, but torchao's eager CPU
+    int8 path (Int8DynamicActivationInt8WeightConfig) is slower than this one without
+    torch.compile (pytorch/ao#4365, #3157) and torchao is not packaged for this project;
+    torch.ao's kernels still ship in torch 2.14. So only its deprecation notices are
+    silenced, here, where the choice was made."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel"
+        )
+        quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
+        )
+    for module in quantized.modules():
+        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+            # open_clip reads its text tower's input dtype off the first MLP's weight, which
+            # a quantised Linear has as a method; this is open_clip's own int8 hook
+            # (open_clip.utils.convert_int8_model_to_inference_mode): activations are fp32.
+            module.int8_original_dtype = torch.float32  # type: ignore[assignment]  # not a tensor
+    return quantized
+
+
+def agreement_photos(
+    folder: Path = AGREEMENT_PHOTOS, count: int = AGREEMENT_PHOTO_COUNT
+) -> list[Image.Image]:
+    """`count` photos spread over the folder's (sorted) files; none if it is missing."""
+    paths = sorted(folder.glob("*.jpg"))
+    step = max(1, len(paths) // count) if paths else 1
+    return [Image.open(path).convert("RGB") for path in paths[::step][:count]]
+
+
+def lowest_cosine(fp32: Embedder, other: Embedder, photos: list[Image.Image]) -> float:
+    """The lowest cosine between the two models' vectors of the same photos (and texts,
+    where the text tower serves searches)."""
+    pairs = [(fp32.embed_images(photos), other.embed_images(photos))]
+    if fp32.text_search:
+        pairs.append((fp32.embed_texts(AGREEMENT_TEXTS), other.embed_texts(AGREEMENT_TEXTS)))
+    return min(float(np.min((a * b).sum(axis=1))) for a, b in pairs)
+
+
+def int8_if_it_agrees(
+    fp32: Embedder, photos: list[Image.Image] | None = None, min_cosine: float = MIN_COSINE
+) -> Embedder:
+    """`auto` on a CPU: the int8 copy of `fp32` if every photo's vector stays within
+    `min_cosine` of fp32's, else `fp32` itself. Logs the choice, the lowest cosine and
+    what the check cost."""
+    started = time.perf_counter()
+    photos = agreement_photos() if photos is None else photos
+    if not photos:
+        log.warning("no photos in %s to check int8 against: serving fp32", AGREEMENT_PHOTOS)
+        return fp32
+    int8 = fp32.in_precision("int8")
+    cosine = lowest_cosine(fp32, int8, photos)
+    chosen = int8 if cosine >= min_cosine else fp32
+    log.info(
+        'model.precision "auto": %s (int8 against fp32 on %d photos: lowest cosine %.4f, '
+        "threshold %.3f; checked in %.0f ms)",
+        chosen.precision,
+        len(photos),
+        cosine,
+        min_cosine,
+        (time.perf_counter() - started) * 1000,
+    )
+    return chosen
