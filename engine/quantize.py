@@ -45,7 +45,8 @@ MIN_COSINE = 0.99
 
 
 def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` whose Linear layers run in int8 (dynamic quantisation, CPU only).
+    """`model` with its Linear layers swapped, in place, for int8 ones (dynamic
+    quantisation, CPU only); `plain_linear_layers` taken before can put them back.
 
     torch.ao.quantization is deprecated in favour of torchao, but torchao's eager CPU
     int8 path (Int8DynamicActivationInt8WeightConfig) is slower than this one without
@@ -60,7 +61,7 @@ def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
             "ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel"
         )
         quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(
-            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
+            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
         )
     for module in quantized.modules():
         if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
@@ -80,29 +81,53 @@ def agreement_photos(
     return [Image.open(path).convert("RGB") for path in paths[::step][:count]]
 
 
+def plain_linear_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The Linear layers quantisation swaps out, by name (the objects themselves)."""
+    return {name: m for name, m in model.named_modules() if type(m) is torch.nn.Linear}
+
+
+def put_back(model: torch.nn.Module, layers: dict[str, torch.nn.Module]) -> None:
+    """Undo `quantize_linear_layers`: the fp32 Linear layers in their places again."""
+    for name, layer in layers.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer)
+
+
+def vectors(embedder: Embedder, photos: list[Image.Image]) -> list[np.ndarray]:
+    """The photos' vectors, and the texts' where the text tower serves searches."""
+    found = [embedder.embed_images(photos)]
+    if embedder.text_search:
+        found.append(embedder.embed_texts(AGREEMENT_TEXTS))
+    return found
+
+
+def lowest_cosine_of(exact: list[np.ndarray], other: list[np.ndarray]) -> float:
+    return min(float(np.min((a * b).sum(axis=1))) for a, b in zip(exact, other, strict=True))
+
+
 def lowest_cosine(fp32: Embedder, other: Embedder, photos: list[Image.Image]) -> float:
-    """The lowest cosine between the two models' vectors of the same photos (and texts,
-    where the text tower serves searches)."""
-    pairs = [(fp32.embed_images(photos), other.embed_images(photos))]
-    if fp32.text_search:
-        pairs.append((fp32.embed_texts(AGREEMENT_TEXTS), other.embed_texts(AGREEMENT_TEXTS)))
-    return min(float(np.min((a * b).sum(axis=1))) for a, b in pairs)
+    """The lowest cosine between two models' vectors of the same photos (and texts)."""
+    return lowest_cosine_of(vectors(fp32, photos), vectors(other, photos))
 
 
 def int8_if_it_agrees(
     fp32: Embedder, photos: list[Image.Image] | None = None, min_cosine: float = MIN_COSINE
 ) -> Embedder:
-    """`auto` on a CPU: the int8 copy of `fp32` if every photo's vector stays within
-    `min_cosine` of fp32's, else `fp32` itself. Logs the choice, the lowest cosine and
-    what the check cost."""
+    """`auto` on a CPU: `fp32` quantised (in place: no second model in memory) if every
+    photo's vector stays within `min_cosine` of fp32's, else `fp32` as it was. Logs the
+    choice, the lowest cosine and what the check cost."""
     started = time.perf_counter()
     photos = agreement_photos() if photos is None else photos
     if not photos:
         log.warning("no photos in %s to check int8 against: serving fp32", AGREEMENT_PHOTOS)
         return fp32
-    int8 = fp32.in_precision("int8")
-    cosine = lowest_cosine(fp32, int8, photos)
+    exact = vectors(fp32, photos)
+    layers = plain_linear_layers(fp32.model)
+    int8 = fp32.in_precision("int8", keep_this=False)
+    cosine = lowest_cosine_of(exact, vectors(int8, photos))
     chosen = int8 if cosine >= min_cosine else fp32
+    if chosen is fp32:
+        put_back(fp32.model, layers)
     log.info(
         'model.precision "auto": %s (int8 against fp32 on %d photos: lowest cosine %.4f, '
         "threshold %.3f; checked in %.0f ms)",

@@ -21,6 +21,7 @@ from tests.fakes.demo import index_demo_catalog
 from tests.real_model import DEMO_SHOPPER, lite0_settings
 
 SHOPPER_PHOTOS = sorted(DEMO_SHOPPER.glob("*.jpg"))
+QUANTISED = torch.ao.nn.quantized.dynamic.Linear
 TEXTS = ["a red dress", "black leather shoes", "a denim jacket"]
 
 
@@ -46,14 +47,10 @@ def plant_activation_outliers(embedder: Embedder, factor: float = 1000.0) -> Non
 def test_int8_runs_the_linear_layers_quantised_close_to_fp32(tiny_model_files) -> None:
     fp32, int8 = tiny(tiny_model_files, "fp32"), tiny(tiny_model_files, "int8")
     assert int8.precision == "int8" and int8.fingerprint == fp32.fingerprint
-    quantised = [
-        m for m in int8.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
-    ]
+    quantised = [m for m in int8.model.modules() if isinstance(m, QUANTISED)]
     plain = [m for m in int8.model.modules() if type(m) is torch.nn.Linear]
     assert len(quantised) >= 8 and plain == []  # both towers' MLPs, every block
-    assert not any(
-        isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in fp32.model.modules()
-    )
+    assert not any(isinstance(m, QUANTISED) for m in fp32.model.modules())
     photos = quantize.agreement_photos()
     images = (fp32.embed_images(photos) * int8.embed_images(photos)).sum(axis=1)
     texts = (fp32.embed_texts(TEXTS) * int8.embed_texts(TEXTS)).sum(axis=1)
@@ -82,8 +79,11 @@ def test_auto_serves_int8_where_it_agrees_with_fp32(tiny_model_files, caplog) ->
     photos = quantize.agreement_photos()
     measured = quantize.lowest_cosine(fp32, auto, photos)
     assert 0.99 <= measured < 1.0
-    # the same check, asked for more agreement than int8 gives: fp32 stays
+    # the same check, asked for more agreement than int8 gives: fp32 stays, as it was
+    before = fp32.embed_images(photos)
     assert quantize.int8_if_it_agrees(fp32, photos, min_cosine=measured + 1e-4) is fp32
+    assert not any(isinstance(m, QUANTISED) for m in fp32.model.modules())
+    assert np.array_equal(fp32.embed_images(photos), before)
     assert quantize.int8_if_it_agrees(fp32, photos, min_cosine=measured).precision == "int8"
 
 
@@ -118,10 +118,7 @@ def test_an_fp32_index_serves_int8_queries_with_the_same_first_results(
         for p in ("fp32", "int8")
     }
     assert models["int8"].precision == "int8"
-    assert not any(
-        isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
-        for m in models["int8"].model.visual.modules()
-    )
+    assert not any(isinstance(m, QUANTISED) for m in models["int8"].model.visual.modules())
     index_demo_catalog(settings, tmp_path, models["fp32"])
     assert open_index(tmp_path).manifest.model.precision == "fp32"
 
