@@ -313,6 +313,8 @@ def _precision_line(settings: Settings, manifest: Manifest) -> str:
         served = resolve_precision(configured, device.type)
     except PrecisionError as exc:
         served = f"none ({exc})"
+    if configured == "auto" and served == "int8":
+        served = "int8 if it agrees with fp32 on these weights (checked at start), else fp32,"
     return (
         f"precision: built in {manifest.model.precision}, this configuration serves in "
         f"{served} on {device} (model.precision = {configured!r})"

@@ -35,7 +35,6 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.look_latency import unlimited_flow
-from bench.precision import cast_copy
 from bench.reference import SERVED_PRECISION, bare_forward, random_embedder
 from bot.flow import Inputs, SearchRequest
 from bot.settings import BotSettings, load_bot_settings
@@ -151,7 +150,7 @@ def measure(architectures: list[str], rounds: int, **overrides: Any) -> list[dic
     results = []
     for architecture in architectures:
         reference = random_embedder(architecture)
-        embedder = cast_copy(reference, SERVED_PRECISION)
+        embedder = reference.in_precision(SERVED_PRECISION)
         with tempfile.TemporaryDirectory() as scratch_name:
             scratch = Path(scratch_name)
             settings = product_settings(scratch, **overrides)

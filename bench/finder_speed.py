@@ -36,7 +36,6 @@ from engine.config import DEFAULT_CONFIG_PATH, load_settings
 from engine.embedder import load_embedder
 from engine.garment_search import DECODE_SIDE, configured_finder
 from engine.images import decode_image
-from engine.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 STREET = ROOT.parent / "shared" / "datasets" / "street-ccp" / "photos"
@@ -163,7 +162,7 @@ def _measure(quick: bool, model_cache: Path | None, photo_count: int) -> dict[st
         "photos": len(photos),
         "photo_size": f"{images[0].width}x{images[0].height}",
         "model": "imagenet-lite0",
-        "model_precision": resolve_precision(settings.model.precision, "cpu"),
+        "model_precision": embedder.precision,  # as load_embedder resolved "auto"
         "model_input": embedder.image_size,
         "rows": [
             {

@@ -90,9 +90,10 @@ class ModelSettings(Section):
     cache_dir: str = ""
     # "crop": the model's own centre crop; "pad": pad to a square first (keeps hems, collars)
     preprocess: Literal["crop", "pad"] = "crop"
-    # The arithmetic of the forward pass; "auto" = fp16 on CUDA, else fp32 (bf16 measured
+    # The arithmetic of the forward pass; "auto" = fp16 on CUDA; on CPUs int8 where it
+    # agrees with fp32 on the loaded weights (checked at start), else fp32 (bf16 measured
     # slower than fp32 on this project's CPUs: engine/precision.py)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
 
     @field_validator("device")
     @classmethod

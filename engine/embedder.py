@@ -7,6 +7,7 @@ Nothing here runs on an event loop; callers put it behind `engine.batcher.MicroB
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from huggingface_hub import try_to_load_from_cache
 from PIL import Image, ImageOps
 from torchvision.transforms import Compose, Normalize
 
-from engine import lite0
+from engine import lite0, quantize
 from engine.config import ImageSettings, ModelSettings
 from engine.images import decode_image
 from engine.precision import DTYPES, Precision, PrecisionError, resolve_precision
@@ -287,11 +288,11 @@ class Embedder:
         precision: Precision = "fp32",
     ) -> None:
         # The fingerprint is of the weights as published, before any cast: the same
-        # weights served in bf16 still match an index built in fp32.
+        # weights served in bf16 or int8 still match an index built in fp32.
         self.fingerprint = _weights_fingerprint(model)
         self.precision = precision
         self.dtype = DTYPES[precision]
-        self.model = model.to(self.dtype) if precision != "fp32" else model
+        self.model = _in_precision(model, precision)
         self.pad_to_square = pad_to_square
         self.preprocess = preprocess
         self.tokenizer = tokenizer
@@ -307,6 +308,25 @@ class Embedder:
         with torch.inference_mode():
             probe = torch.zeros(1, 3, self.image_size, self.image_size, device=device)
             self.dim = int(self.model.encode_image(probe.to(self.dtype)).shape[-1])
+
+    def in_precision(self, precision: Precision, keep_this: bool = True) -> Embedder:
+        """The same weights in another precision: beside this fp32 one, left as it is, or
+        with `keep_this=False` converted from its model in place (no copy: half the memory
+        and time; this embedder must not be used afterwards unless its model is restored)."""
+        if precision == self.precision:
+            return self
+        if self.precision != "fp32":
+            raise ValueError(f"a {precision} copy is made from fp32, not {self.precision}")
+        model = copy.deepcopy(self.model) if keep_this else self.model
+        return Embedder(
+            model,
+            self.preprocess,
+            self.tokenizer,
+            self.spec,
+            self.device,
+            self.pad_to_square,
+            precision,
+        )
 
     @property
     def text_search(self) -> bool:
@@ -345,6 +365,14 @@ class Embedder:
         return _unit_rows(features)
 
 
+def _in_precision(model: open_clip.CLIP, precision: Precision) -> Any:
+    """The model as it runs in `precision`, converted in place: int8 Linear layers,
+    weights cast to a 16-bit type, or as it is."""
+    if precision == "int8":
+        return quantize.quantize_linear_layers(model)
+    return model.to(DTYPES[precision]) if precision != "fp32" else model
+
+
 def _unit_rows(features: torch.Tensor) -> np.ndarray:
     """L2-normalised float32 rows; normalised after the cast, so bf16 features still give
     unit vectors (bf16's own norm is off by up to ~0.4%)."""
@@ -376,7 +404,9 @@ def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embe
         raise ModelLoadError(str(exc)) from None
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    log.info("loading model %s on %s in %s", spec.describe(), device, precision)
+    checked = settings.precision == "auto" and precision == "int8"
+    arithmetic = "int8 if it agrees with fp32, else fp32" if checked else precision
+    log.info("loading model %s on %s in %s", spec.describe(), device, arithmetic)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.open_clip_name,
@@ -401,6 +431,8 @@ def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embe
             "checkpoint file or folder; see README, 'Offline servers'."
         ) from None
     model.eval()
-    return Embedder(
-        model, preprocess, tokenizer, spec, device, settings.preprocess == "pad", precision
-    )
+    pad = settings.preprocess == "pad"
+    if checked:
+        fp32 = Embedder(model, preprocess, tokenizer, spec, device, pad, "fp32")
+        return quantize.int8_if_it_agrees(fp32)
+    return Embedder(model, preprocess, tokenizer, spec, device, pad, precision)

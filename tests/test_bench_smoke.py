@@ -146,6 +146,13 @@ def test_perf_benchmarks_run_at_tiny_sizes(
     assert 0.99 <= agreement["cosine_mean"] <= 1.0 + 1e-6  # real weights: bf16 stays close
     assert results["headline"]["bf16_top10_overlap"] == agreement["top10_overlap"]
     assert [r["batch"] for r in results["precision"]["speed"]["tiny-random"]] == [1, 16]
+    assert all(r["int8_ms"] > 0 for r in results["precision"]["speed"]["tiny-random"])
+    check = results["precision"]["load_check"]["tiny-random"]
+    assert check["photos"] == 8 and check["serves"] == "int8" and check["check_ms"] > 0
+    # lite0's image tower has no Linear layer: int8 leaves its image vectors as they are
+    assert agreement["image_tower_linear_layers"] == 0
+    assert agreement["int8"]["cosine_min"] > 0.9999 and agreement["int8"]["top10_overlap"] == 1.0
+    assert perf.SERVED_PRECISION == "int8" and results["build"]["precision"] == "int8"
 
     finder_rows = {row["name"]: row for row in results["finder"]["rows"]}
     assert finder_rows["model forward (reference)"]["ratio_to_model"] == 1.0
@@ -153,6 +160,8 @@ def test_perf_benchmarks_run_at_tiny_sizes(
     assert all(0 < row["min_ms"] <= row["median_ms"] for row in finder_rows.values())
 
     text = perf.render(results)
+    assert "| tiny-random | 1 |" in text and "int8 time / fp32" in text
+    assert "no Linear layer" in text  # what lite0's int8 figures can and cannot say
     for name in finder_rows:
         assert f"| {name} |" in text
     for section in range(1, 9):
