@@ -117,6 +117,11 @@ def int8_if_it_agrees(
     photo's vector stays within `min_cosine` of fp32's, else `fp32` as it was. Logs the
     choice, the lowest cosine and what the check cost."""
     started = time.perf_counter()
+    if not fp32.text_search and not plain_linear_layers(fp32.model.visual):
+        # A convolutional image tower and no text search (imagenet-lite0): int8 would
+        # change no vector the engine uses, so it is not worth the check or the label.
+        log.info('model.precision "auto": fp32 (no Linear layer in the image tower)')
+        return fp32
     photos = agreement_photos() if photos is None else photos
     if not photos:
         log.warning("no photos in %s to check int8 against: serving fp32", AGREEMENT_PHOTOS)

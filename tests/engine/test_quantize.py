@@ -134,3 +134,7 @@ def test_an_fp32_index_serves_int8_queries_with_the_same_first_results(
     assert served["fp32"] == served["int8"] and all(len(r) == 5 for r in served["int8"])
     shopper = [Image.open(p).convert("RGB") for p in SHOPPER_PHOTOS]
     assert quantize.lowest_cosine(models["fp32"], models["int8"], shopper) > 0.9999
+    # Nothing int8 would change in what lite0 serves: `auto` keeps fp32 without a check.
+    auto = load_embedder(settings.model.model_copy(update={"precision": "auto"}))
+    assert auto.precision == "fp32"
+    assert not any(isinstance(m, QUANTISED) for m in auto.model.modules())
