@@ -259,8 +259,9 @@ class SearchFlow:
     async def _look(
         self, request: SearchRequest, inputs: Inputs
     ) -> tuple[SearchPage, PageToken, Look | None, str]:
-        """A new photo search: the album of the photo's largest garment, or of the whole
-        photo where the finder sees no look (exactly the search before the finder).
+        """A new photo search: the album of the photo's largest garment (the largest of
+        the asked category, when the search has one and the photo shows it), or of the
+        whole photo where the finder sees no look (exactly the search before the finder).
         The finder runs first, alone: a whole-photo search beside it (to save its time on
         product photos) slowed street photos' first album by more than it saved, measured
         on two busy cores (bench/look_latency.py)."""
@@ -268,7 +269,9 @@ class SearchFlow:
         found = [i for i, g in enumerate(garments) if not g.whole_photo]
         if not found:
             return await self._engine_search(request, inputs), request.page, None, "photo"
-        largest = max(found, key=lambda i: garments[i].area)
+        category = request.page.category
+        asked = [i for i in found if category and self.engine.garments.shows(garments[i], category)]
+        largest = max(asked or found, key=lambda i: garments[i].area)
         page = await self._engine_search(request, inputs, garment=garments[largest])
         token = _garment_token(request.page, largest, garments[largest])
         if len(found) < 2:

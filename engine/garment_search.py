@@ -144,6 +144,12 @@ class GarmentSearch:
             for g in garments
         ]
 
+    def shows(self, garment: Garment, category: str) -> bool:
+        """Whether the found garment is of the catalog's `category` (by name or synonym)."""
+        return not garment.whole_photo and same_category(
+            garment.category, category, self.settings.synonyms
+        )
+
     def preferred_category(self, garment: Garment, categories: Sequence[str]) -> str | None:
         if not self.settings.prefer_category:
             return None

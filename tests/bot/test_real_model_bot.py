@@ -173,6 +173,24 @@ async def test_a_single_product_photo_gets_no_garment_buttons(lite0_bot, api: Fa
     assert pages and all(data.endswith(":-") for data in pages)  # no garment in any token
 
 
+async def test_similar_with_a_category_searches_that_garment_of_the_look(
+    lite0_engine: Engine, fake_discord: FakeDiscord
+) -> None:
+    """`/similar category:shoes` on a street photo: the first album is the shoes', not
+    the largest garment's crop filtered to shoes."""
+    photo = STREET_PHOTO.read_bytes()
+    assert await largest_garment(lite0_engine, photo) != "shoes"
+    bot = await start_bot(lite0_engine, lite0_engine.settings)
+    try:
+        await fake_discord.interact(fake_discord.similar(photo, category="shoes"))
+        gallery = await followup(fake_discord, 1)
+        texts = [c["content"] for c in walk(gallery.payload["components"]) if c["type"] == 10]
+        assert f"Results for: {t('en', 'garment.shoes')}" in texts[0]
+        assert {CATEGORY_OF[title] for title in gallery_titles(gallery)} == {"shoes"}
+    finally:
+        await bot.stop()
+
+
 async def test_discord_similar_and_the_message_menu_offer_the_garments(
     lite0_engine: Engine, fake_discord: FakeDiscord
 ) -> None:
