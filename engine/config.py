@@ -84,6 +84,8 @@ class ModelSettings(Section):
     device: str = "auto"
     threads: NonNegativeInt = 0
     max_batch: PositiveInt = 16
+    # A batch's images go through the model this many at a time (memory, docs/garments.md).
+    max_images_per_pass: PositiveInt = 3
     max_wait_ms: NonNegativeFloat = 0.0
     companion_wait_ms: NonNegativeFloat = 25.0
     max_queue: PositiveInt = 64

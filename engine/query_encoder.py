@@ -40,8 +40,24 @@ class EncodedQuery:
     colour: np.ndarray | None = None  # the photos' colour descriptor, when asked for
 
 
-def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
-    """One forward pass for the images of a batch, one for its texts."""
+def _embed_in_passes(
+    embedder: Embedder, pixels: Sequence[torch.Tensor], images_per_pass: int
+) -> np.ndarray:
+    """The images' vectors, `images_per_pass` at a time: a pass's activations grow with its
+    images (six garment crops at once held ~150 MB more than one photo, and glibc kept
+    most of it); a row's vector does not depend on its pass's other images."""
+    return np.concatenate(
+        [
+            embedder.embed_image_tensors(pixels[start : start + images_per_pass])
+            for start in range(0, len(pixels), images_per_pass)
+        ]
+    )
+
+
+def _run_model_jobs(
+    embedder: Embedder, jobs: Sequence[_ModelJob], images_per_pass: int
+) -> list[np.ndarray]:
+    """The images of a batch in passes of at most `images_per_pass`, its texts in one."""
     out: list[np.ndarray | None] = [None] * len(jobs)
     image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None or job.together]
     text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
@@ -52,7 +68,7 @@ def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.nd
             for i in image_slots
             for t in (jobs[i].together or (cast(torch.Tensor, jobs[i].pixels),))  # not None
         ]
-        vectors = embedder.embed_image_tensors(pixels)
+        vectors = _embed_in_passes(embedder, pixels, images_per_pass)
         starts = np.cumsum([0, *counts])
         for slot, start, count in zip(image_slots, starts, counts, strict=False):
             block = vectors[start : start + count]
@@ -90,9 +106,9 @@ class _PhotosOnTheirWay:
 
 class QueryEncoder:
     def __init__(self, embedder: Embedder, settings: Settings, cpu_pool: Executor) -> None:
-        """`cpu_pool` decodes; `model.*` sizes the batches, `search.flip_augment` adds
-        each photo's mirror image, `search.colour_weight` > 0 describes each photo's
-        colour, `images.*` are the decoding limits."""
+        """`cpu_pool` decodes; `model.*` sizes the batches and their passes,
+        `search.flip_augment` adds each photo's mirror image, `search.colour_weight` > 0
+        describes each photo's colour, `images.*` are the decoding limits."""
         self.embedder = embedder
         self._limits = settings.images
         self._cpu_pool = cpu_pool
@@ -101,7 +117,7 @@ class QueryEncoder:
         self._on_their_way = _PhotosOnTheirWay()
         model = settings.model
         self.batcher: MicroBatcher[_ModelJob, np.ndarray] = MicroBatcher(
-            lambda jobs: _run_model_jobs(embedder, jobs),
+            lambda jobs: _run_model_jobs(embedder, jobs, model.max_images_per_pass),
             max_batch=model.max_batch,
             max_wait_ms=model.max_wait_ms,
             max_queue=model.max_queue,
