@@ -84,8 +84,6 @@ class ModelSettings(Section):
     device: str = "auto"
     threads: NonNegativeInt = 0
     max_batch: PositiveInt = 16
-    # A batch's images go through the model this many at a time (memory, docs/garments.md).
-    max_images_per_pass: PositiveInt = 3
     max_wait_ms: NonNegativeFloat = 0.0
     companion_wait_ms: NonNegativeFloat = 25.0
     max_queue: PositiveInt = 64
@@ -231,6 +229,9 @@ class GarmentSettings(Section):
     # model's own centre crop (cuts the ends off tall garments).
     crop_preprocess: Literal["crop", "pad"] = "pad"
     max_garments: PositiveInt = 6
+    # A look's garment crops go through the model this many at a time (memory against
+    # time: docs/garments.md); shoppers' photos still share one pass per batch.
+    crops_per_pass: PositiveInt = 2
     min_confidence: UnitInterval = 0.3
     min_area: UnitInterval = 0.006
     # The finder's input: the photo's long side scaled to this (a multiple of 32; the
