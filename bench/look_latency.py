@@ -46,10 +46,14 @@ PHOTOS = {
 }
 
 
-def lite0_settings(cache: Path, index: Path) -> BotSettings:
+def lite0_settings(cache: Path, index: Path, crops_per_pass: int | None = None) -> BotSettings:
+    """The default configuration with the imagenet-lite0 model (and `crops_per_pass`, when
+    given, instead of config.toml's `garments.crops_per_pass`)."""
     base = load_bot_settings(DEFAULT_CONFIG_PATH, environ={})
+    garments = {} if crops_per_pass is None else {"crops_per_pass": crops_per_pass}
     return base.with_overrides(
         model={"name": "imagenet-lite0", "cache_dir": str(cache)},
+        garments=garments,
         index={"dir": str(index)},
         search={"query_store": ""},
     )
@@ -122,13 +126,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--index", type=Path, help="an imagenet-lite0 index of the demo catalog")
     parser.add_argument("--cache", type=Path, help="model cache folder")
+    parser.add_argument(
+        "--crops-per-pass", type=int, help="garments.crops_per_pass (default: config.toml's)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         cache = args.cache or Path(scratch) / "cache"
         cache.mkdir(parents=True, exist_ok=True)
         index = args.index or Path(scratch) / "index"
-        settings = lite0_settings(cache, index)
+        settings = lite0_settings(cache, index, args.crops_per_pass)
         embedder = load_embedder(settings.model)
         if args.index is None:
             from tests.fakes.demo import index_demo_catalog

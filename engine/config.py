@@ -230,6 +230,9 @@ class GarmentSettings(Section):
     # model's own centre crop (cuts the ends off tall garments).
     crop_preprocess: Literal["crop", "pad"] = "pad"
     max_garments: PositiveInt = 6
+    # A look's garment crops go through the model this many at a time (memory against
+    # time: docs/garments.md); shoppers' photos still share one pass per batch.
+    crops_per_pass: PositiveInt = 2
     min_confidence: UnitInterval = 0.3
     min_area: UnitInterval = 0.006
     # The finder's input: the photo's long side scaled to this (a multiple of 32; the

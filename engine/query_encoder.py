@@ -29,8 +29,8 @@ from engine.types import TextSearchUnavailable
 class _ModelJob:
     pixels: torch.Tensor | None = None
     text: str | None = None
-    # Images that share one forward pass whatever else is queued (the garments of one
-    # photo); their vectors come back as one matrix.
+    # A photo's garment crops: their vectors come back as one matrix, whatever else is
+    # queued, and they go through the model a few at a time (`_embed_in_passes`).
     together: tuple[torch.Tensor, ...] = ()
 
 
@@ -40,23 +40,40 @@ class EncodedQuery:
     colour: np.ndarray | None = None  # the photos' colour descriptor, when asked for
 
 
-def _run_model_jobs(embedder: Embedder, jobs: Sequence[_ModelJob]) -> list[np.ndarray]:
-    """One forward pass for the images of a batch, one for its texts."""
-    out: list[np.ndarray | None] = [None] * len(jobs)
-    image_slots = [i for i, job in enumerate(jobs) if job.pixels is not None or job.together]
-    text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
-    if image_slots:
-        counts = [len(jobs[i].together) or 1 for i in image_slots]
-        pixels = [
-            t
-            for i in image_slots
-            for t in (jobs[i].together or (cast(torch.Tensor, jobs[i].pixels),))  # not None
+def _embed_in_passes(
+    embedder: Embedder, pixels: Sequence[torch.Tensor], images_per_pass: int
+) -> np.ndarray:
+    """The images' vectors, `images_per_pass` at a time: a pass's activations grow with its
+    images (imagenet-lite0: ~18 MiB per image beyond the first, and glibc keeps much of
+    it); a row's vector does not depend on the other images of its pass."""
+    return np.concatenate(
+        [
+            embedder.embed_image_tensors(pixels[start : start + images_per_pass])
+            for start in range(0, len(pixels), images_per_pass)
         ]
-        vectors = embedder.embed_image_tensors(pixels)
-        starts = np.cumsum([0, *counts])
-        for slot, start, count in zip(image_slots, starts, counts, strict=False):
-            block = vectors[start : start + count]
-            out[slot] = block if jobs[slot].together else block[0]
+    )
+
+
+def _run_model_jobs(
+    embedder: Embedder, jobs: Sequence[_ModelJob], crops_per_pass: int
+) -> list[np.ndarray]:
+    """One forward pass for the shoppers' photos of a batch (batching is what makes a
+    burst cheap), its garment crops in passes of at most `crops_per_pass`, one for its
+    texts."""
+    out: list[np.ndarray | None] = [None] * len(jobs)
+    photo_slots = [i for i, job in enumerate(jobs) if job.pixels is not None]
+    crop_slots = [i for i, job in enumerate(jobs) if job.together]
+    text_slots = [i for i, job in enumerate(jobs) if job.text is not None]
+    if photo_slots:
+        photos = [cast(torch.Tensor, jobs[i].pixels) for i in photo_slots]  # not None
+        for slot, vector in zip(photo_slots, embedder.embed_image_tensors(photos), strict=True):
+            out[slot] = vector
+    if crop_slots:
+        crops = [crop for i in crop_slots for crop in jobs[i].together]
+        vectors = _embed_in_passes(embedder, crops, crops_per_pass)
+        ends = np.cumsum([len(jobs[i].together) for i in crop_slots])
+        for slot, end in zip(crop_slots, ends, strict=True):
+            out[slot] = vectors[end - len(jobs[slot].together) : end]
     if text_slots:
         vectors = embedder.embed_texts([jobs[i].text or "" for i in text_slots])
         for slot, vector in zip(text_slots, vectors, strict=True):
@@ -90,9 +107,10 @@ class _PhotosOnTheirWay:
 
 class QueryEncoder:
     def __init__(self, embedder: Embedder, settings: Settings, cpu_pool: Executor) -> None:
-        """`cpu_pool` decodes; `model.*` sizes the batches, `search.flip_augment` adds
-        each photo's mirror image, `search.colour_weight` > 0 describes each photo's
-        colour, `images.*` are the decoding limits."""
+        """`cpu_pool` decodes; `model.*` sizes the batches, `garments.crops_per_pass` the
+        passes of garment crops, `search.flip_augment` adds each photo's mirror image,
+        `search.colour_weight` > 0 describes each photo's colour, `images.*` are the
+        decoding limits."""
         self.embedder = embedder
         self._limits = settings.images
         self._cpu_pool = cpu_pool
@@ -101,7 +119,7 @@ class QueryEncoder:
         self._on_their_way = _PhotosOnTheirWay()
         model = settings.model
         self.batcher: MicroBatcher[_ModelJob, np.ndarray] = MicroBatcher(
-            lambda jobs: _run_model_jobs(embedder, jobs),
+            lambda jobs: _run_model_jobs(embedder, jobs, settings.garments.crops_per_pass),
             max_batch=model.max_batch,
             max_wait_ms=model.max_wait_ms,
             max_queue=model.max_queue,

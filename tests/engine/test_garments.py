@@ -287,7 +287,7 @@ def jpeg(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def test_the_engine_searches_every_garment_in_one_model_pass(engine) -> None:
+def test_the_engine_searches_every_garment_in_one_model_batch(engine) -> None:
     photo = (STREET / "0016.jpg").read_bytes()
 
     async def scenario():
