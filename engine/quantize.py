@@ -8,6 +8,9 @@ orders of magnitude above the rest (activation outliers), and one scale for all 
 the others a handful of levels. Random-init models have no such outliers, and the
 product's weights cannot be downloaded everywhere it is tested, so the agreement is
 measured on the weights actually loaded, at start, on photos bundled with the repository.
+The same per-tensor scale makes a photo's int8 vector depend, within that rounding
+(cosine >= 0.999 on the test model), on the other photos of its forward pass: a shopper's
+results can differ in their last decimals with who else searched in the same moment.
 """
 
 from __future__ import annotations

@@ -84,11 +84,25 @@ def test_passes_as_large_as_the_look_embed_it_at_once(
     assert passes == [garments]
 
 
+@pytest.fixture(scope="module")
+def fp32_embedder(tiny_model_files) -> Embedder:
+    """The tiny model in fp32, where a row's vector does not depend on the other rows of
+    its pass (in int8 it does, within quantisation noise: tests/engine/test_quantize.py)."""
+    from engine.config import ModelSettings
+    from engine.embedder import load_embedder
+
+    config, checkpoint = tiny_model_files
+    return load_embedder(
+        ModelSettings(name=str(config), pretrained=str(checkpoint), precision="fp32")
+    )
+
+
 def test_a_batch_splits_crops_into_passes_and_each_job_gets_its_own_rows(
-    embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+    fp32_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The chat flow's picker: single crops of several garment searches, one look's crops
     and a shopper's photo in one micro-batch, with a text between them."""
+    embedder = fp32_embedder
     colours = ("red", "green", "blue", "white", "black", "yellow", "grey")
     pixels = [embedder.preprocess_image(Image.new("RGB", (64, 96), c)) for c in colours]
     jobs = [

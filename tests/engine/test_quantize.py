@@ -58,6 +58,18 @@ def test_int8_runs_the_linear_layers_quantised_close_to_fp32(tiny_model_files) -
     assert images.max() < 1.0 - 1e-6  # really another arithmetic, not the same model
 
 
+def test_an_int8_vector_depends_on_its_pass_only_within_rounding(tiny_model_files) -> None:
+    """Dynamic int8 scales each Linear layer's input by its largest value over the whole
+    pass, so a photo's vector moves a little with the photos batched beside it (fp32's
+    does not); by no more than int8's own rounding."""
+    int8 = tiny(tiny_model_files, "int8")
+    photos = quantize.agreement_photos()
+    pixels = [int8.preprocess_image(photo) for photo in photos]
+    together = int8.embed_image_tensors(pixels)
+    alone = np.concatenate([int8.embed_image_tensors([p]) for p in pixels])
+    assert (together * alone).sum(axis=1).min() >= 0.999
+
+
 def test_int8_off_a_cpu_is_one_clear_line(tiny_model_files) -> None:
     with pytest.raises(PrecisionError, match=r'model\.device = "cpu"'):
         resolve_precision("int8", "cuda")
