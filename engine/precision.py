@@ -3,7 +3,7 @@
 `auto` is fp16 on CUDA and, on CPUs, int8 where it agrees with fp32 on the weights
 actually loaded, else fp32. int8 is dynamic quantisation of the Linear layers (weights
 int8 ahead of time, activations quantised per batch; engine/quantize.py): on this
-project's 2-core Intel Xeon, ViT-B-32 and ViT-B-16 forward passes took 0.63-0.65x of
+project's 2-core Intel Xeon, ViT-B-32 and ViT-B-16 forward passes took 0.65-0.77x of
 fp32's time (docs/benchmarks.md, section 7). Real CLIP ViTs have activation outliers
 that random-init ones lack, and int8 can lose them, so `auto` measures at load time: a
 few bundled photos embedded both ways, int8 kept only if every one stays within
