@@ -66,9 +66,8 @@ def load_check(fp32: Embedder) -> dict[str, Any]:
     """`auto`'s start-up check for these weights: the lowest cosine it finds, and its cost
     (timed as load_embedder runs it, which quantises `fp32`'s model in place)."""
     photos = quantize.agreement_photos()
-    cosine = quantize.lowest_cosine(fp32, fp32.in_precision("int8"), photos)
     started = time.perf_counter()
-    served = quantize.int8_if_it_agrees(fp32, photos)
+    served, cosine = quantize.checked_int8(fp32, photos)
     return {
         "photos": len(photos),
         "check_ms": (time.perf_counter() - started) * 1000,

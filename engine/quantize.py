@@ -117,18 +117,26 @@ def int8_if_it_agrees(
     fp32: Embedder, photos: list[Image.Image] | None = None, min_cosine: float = MIN_COSINE
 ) -> Embedder:
     """`auto` on a CPU: `fp32` quantised (in place: no second model in memory) if every
-    photo's vector stays within `min_cosine` of fp32's, else `fp32` as it was. Logs the
-    choice, the lowest cosine and what the check cost."""
+    photo's vector stays within `min_cosine` of fp32's, else `fp32` as it was."""
+    return checked_int8(fp32, photos, min_cosine)[0]
+
+
+def checked_int8(
+    fp32: Embedder, photos: list[Image.Image] | None = None, min_cosine: float = MIN_COSINE
+) -> tuple[Embedder, float | None]:
+    """`int8_if_it_agrees`, with the lowest cosine the check measured (None where it did
+    not run: nothing to quantise, or no photos). Logs the choice, the lowest cosine and
+    what the check cost."""
     started = time.perf_counter()
     if not fp32.text_search and not plain_linear_layers(fp32.model.visual):
         # A convolutional image tower and no text search (imagenet-lite0): int8 would
         # change no vector the engine uses, so it is not worth the check or the label.
         log.info('model.precision "auto": fp32 (no Linear layer in the image tower)')
-        return fp32
+        return fp32, None
     photos = agreement_photos() if photos is None else photos
     if not photos:
         log.warning("no photos in %s to check int8 against: serving fp32", AGREEMENT_PHOTOS)
-        return fp32
+        return fp32, None
     exact = vectors(fp32, photos)
     layers = plain_linear_layers(fp32.model)
     int8 = fp32.in_precision("int8", keep_this=False)
@@ -145,4 +153,4 @@ def int8_if_it_agrees(
         min_cosine,
         (time.perf_counter() - started) * 1000,
     )
-    return chosen
+    return chosen, cosine
