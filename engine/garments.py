@@ -322,8 +322,13 @@ def cell_probabilities(head: nn.Module, features: list[torch.Tensor]) -> np.ndar
     return upsampled_probabilities(head, features).numpy()
 
 
+def look_score(gate: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
+    """The probability that the photo is a look, as a 0-d tensor (traceable)."""
+    return torch.sigmoid(gate(pooled(features)))[0]
+
+
 def look_probability(gate: nn.Module, features: list[torch.Tensor]) -> float:
-    return float(torch.sigmoid(gate(pooled(features)))[0])
+    return float(look_score(gate, features))
 
 
 class FinderNetwork(nn.Module):
@@ -336,8 +341,7 @@ class FinderNetwork(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk(pixels)
-        look = torch.sigmoid(self.gate(pooled(features)))[0]
-        return upsampled_probabilities(self.head, features), look
+        return upsampled_probabilities(self.head, features), look_score(self.gate, features)
 
 
 def frozen_network(network: FinderNetwork, example: torch.Tensor) -> nn.Module:
