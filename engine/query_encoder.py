@@ -45,7 +45,8 @@ def _embed_in_passes(
 ) -> np.ndarray:
     """The images' vectors, `images_per_pass` at a time: a pass's activations grow with its
     images (imagenet-lite0: ~18 MiB per image beyond the first, and glibc keeps much of
-    it); a row's vector does not depend on the other images of its pass."""
+    it). In fp32 a row's vector does not depend on the other images of its pass; in int8
+    it moves within rounding (engine/quantize.py)."""
     return np.concatenate(
         [
             embedder.embed_image_tensors(pixels[start : start + images_per_pass])
