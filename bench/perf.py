@@ -198,13 +198,15 @@ def large_photo_decode(architecture: str, repeats: int) -> dict[str, Any]:
 def concurrency(
     architecture: str, levels: list[int], rounds: int, scratch: Path, catalog_size: int = 10_000
 ) -> list[dict[str, Any]]:
-    """Bursts of `level` simultaneous searches through the engine against the bare model
-    encoding one batch of the same size (capped at model.max_batch), round by round
-    interleaved, so the drift of a shared machine hits both sides alike."""
-    embedder = random_embedder(architecture)
+    """Bursts of `level` simultaneous searches through the engine (in the served precision)
+    against the bare fp32 model encoding one batch of the same size (capped at
+    model.max_batch), round by round interleaved, so the drift of a shared machine hits
+    both sides alike."""
+    reference = random_embedder(architecture)
+    embedder = reference.in_precision(SERVED_PRECISION)
     engine = engine_over(embedder, synthetic_index(scratch, catalog_size, embedder.dim))
     photo = PHOTO.read_bytes()
-    tensor = bare_model_input(embedder, photo)[0]
+    tensor = bare_model_input(reference, photo)[0]
     max_batch = engine.settings.model.max_batch
     rows = []
     loop = asyncio.new_event_loop()
@@ -215,7 +217,7 @@ def concurrency(
             @on_bare_thread
             def bare(batch: torch.Tensor = batch) -> None:
                 with torch.inference_mode():
-                    embedder.model.encode_image(batch)
+                    reference.model.encode_image(batch)
 
             async def burst(level: int = level) -> list[float]:
                 async def one() -> float:
@@ -240,6 +242,7 @@ def concurrency(
             rows.append(
                 {
                     "concurrent": level,
+                    "precision": embedder.precision,
                     "engine_qps": engine_qps,
                     "bare_batched_qps": bare_qps,
                     "ratio": engine_qps / bare_qps,
@@ -839,7 +842,8 @@ def render(results: dict[str, Any]) -> str:
         *album_section(results),
         "## 2. Concurrent queries (micro-batching) vs bare batched encode_image",
         "",
-        "Each round: the bare model encodes one batch, then the engine answers one burst. The engine",
+        "Each round: the bare model (fp32) encodes one batch, then the engine (in the served",
+        f"precision, {results['concurrency'][0].get('precision', 'fp32')}) answers one burst. The engine",
         "decodes and resizes photos on two threads (to uint8 pixels); its model thread scales and",
         "embeds whole batches.",
         "",

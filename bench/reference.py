@@ -19,10 +19,10 @@ from engine.config import DEFAULT_CONFIG_PATH, load_settings
 from engine.embedder import Embedder, ModelSpec
 from engine.precision import Precision, resolve_precision
 
-# The precision the engine runs in here: config.toml's ("auto"), resolved for this CPU:
-# int8 where torch has int8 kernels for it. `load_embedder` keeps int8 only where it agrees
-# with fp32 on the loaded weights; the random-init weights benched here do (cosine 0.9999,
-# bench/precision.py's load check), so the benches serve int8 as the product would.
+# The precision the engine runs in here: config.toml's ("auto"), resolved for a CPU: int8.
+# `load_embedder` keeps int8 only where it agrees with fp32 on the loaded weights; the
+# random-init weights benched here do (cosine 0.9998-0.9999, bench/precision.py's load
+# check), so the benches serve int8 as the product would.
 SERVED_PRECISION = resolve_precision(
     load_settings(DEFAULT_CONFIG_PATH, environ={}).model.precision, "cpu"
 )

@@ -27,7 +27,7 @@ from huggingface_hub import try_to_load_from_cache
 from PIL import Image, ImageOps
 from torchvision.transforms import Compose, Normalize
 
-from engine import lite0, quantize
+from engine import lite0, onnx_int8, quantize
 from engine.config import ImageSettings, ModelSettings
 from engine.images import decode_image
 from engine.precision import DTYPES, Precision, PrecisionError, resolve_precision
@@ -286,13 +286,18 @@ class Embedder:
         device: torch.device,
         pad_to_square: bool = False,
         precision: Precision = "fp32",
+        int8_cache: Path | None = None,
     ) -> None:
+        """`int8_cache`: where int8 image towers are kept (engine/onnx_int8.py); by
+        default under the user's cache folder. Raises Int8Unavailable for an int8 image
+        tower that cannot be exported."""
         # The fingerprint is of the weights as published, before any cast: the same
         # weights served in bf16 or int8 still match an index built in fp32.
         self.fingerprint = _weights_fingerprint(model)
         self.precision = precision
         self.dtype = DTYPES[precision]
-        self.model = _in_precision(model, precision)
+        self.model = model.to(self.dtype) if precision in ("bf16", "fp16") else model
+        self.int8_cache = int8_cache
         self.pad_to_square = pad_to_square
         self.preprocess = preprocess
         self.tokenizer = tokenizer
@@ -305,28 +310,48 @@ class Embedder:
         self.image_preprocessor = ImagePreprocessor(
             pil_stages, pad_to_square, self.image_size, self.pixel_scale is not None
         )
+        # int8 runs the image tower in ONNX Runtime; the text tower stays torch fp32 (a
+        # text is a small part of the work: captions and text searches).
+        self.image_features: Callable[[torch.Tensor], torch.Tensor] = (
+            onnx_int8.int8_tower(
+                self.model.visual,
+                self.image_size,
+                int8_cache or onnx_int8.default_cache_root(),
+                torch.get_num_threads(),
+            )
+            if precision == "int8"
+            else self.model.encode_image
+        )
         with torch.inference_mode():
             probe = torch.zeros(1, 3, self.image_size, self.image_size, device=device)
-            self.dim = int(self.model.encode_image(probe.to(self.dtype)).shape[-1])
+            self.dim = int(self.image_features(probe.to(self.dtype)).shape[-1])
 
-    def in_precision(self, precision: Precision, keep_this: bool = True) -> Embedder:
-        """The same weights in another precision: beside this fp32 one, left as it is, or
-        with `keep_this=False` converted from its model in place (no copy: half the memory
-        and time; this embedder must not be used afterwards unless its model is restored)."""
+    def in_precision(self, precision: Precision) -> Embedder:
+        """The same weights in another precision, beside this fp32 embedder, which stays
+        as it is: int8 shares its torch model (its image tower runs in ONNX Runtime),
+        bf16 and fp16 cast a copy."""
         if precision == self.precision:
             return self
         if self.precision != "fp32":
             raise ValueError(f"a {precision} copy is made from fp32, not {self.precision}")
-        model = copy.deepcopy(self.model) if keep_this else self.model
         return Embedder(
-            model,
+            self.model if precision == "int8" else copy.deepcopy(self.model),
             self.preprocess,
             self.tokenizer,
             self.spec,
             self.device,
             self.pad_to_square,
             precision,
+            self.int8_cache,
         )
+
+    def drop_torch_image_tower(self) -> None:
+        """Free the torch copy of the image tower's weights, which an int8 embedder never
+        runs (ViT-B-16: 340 MB of fp32). Only for an embedder that shares its model with
+        no fp32 one still in use."""
+        if self.precision != "int8":
+            raise ValueError(f"a {self.precision} embedder runs its torch image tower")
+        self.model.visual.to("meta")
 
     @property
     def text_search(self) -> bool:
@@ -352,7 +377,7 @@ class Embedder:
 
     def embed_image_tensors(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
         with self._lock, torch.inference_mode():
-            features: torch.Tensor = self.model.encode_image(self.model_input(pixels))
+            features = self.image_features(self.model_input(pixels))
         return _unit_rows(features)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -363,14 +388,6 @@ class Embedder:
         with self._lock, torch.inference_mode():
             features: torch.Tensor = self.model.encode_text(tokens)
         return _unit_rows(features)
-
-
-def _in_precision(model: open_clip.CLIP, precision: Precision) -> Any:
-    """The model as it runs in `precision`, converted in place: int8 Linear layers,
-    weights cast to a 16-bit type, or as it is."""
-    if precision == "int8":
-        return quantize.quantize_linear_layers(model)
-    return model.to(DTYPES[precision]) if precision != "fp32" else model
 
 
 def _unit_rows(features: torch.Tensor) -> np.ndarray:
@@ -393,20 +410,11 @@ def model_identity(embedder: Embedder) -> ModelIdentity:
     )
 
 
-def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embedder:
-    """Build the configured model. Failures become one ModelLoadError saying what to set."""
-    cache_dir = (base_dir or Path.cwd()) / settings.cache_dir if settings.cache_dir else None
-    spec = resolve_model_spec(settings.name, settings.pretrained, base_dir, cache_dir)
-    device = pick_device(settings.device)
-    try:
-        precision = resolve_precision(settings.precision, device.type)
-    except PrecisionError as exc:
-        raise ModelLoadError(str(exc)) from None
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    checked = settings.precision == "auto" and precision == "int8"
-    arithmetic = "int8 if it agrees with fp32, else fp32" if checked else precision
-    log.info("loading model %s on %s in %s", spec.describe(), device, arithmetic)
+def _open_clip_model(
+    spec: ModelSpec, device: torch.device, settings: ModelSettings
+) -> tuple[Any, Callable[[Image.Image], torch.Tensor], Callable[[list[str]], torch.Tensor]]:
+    """open_clip's model (in eval mode), image transform and tokenizer; a ModelLoadError
+    saying what to set when they cannot be had."""
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.open_clip_name,
@@ -431,8 +439,36 @@ def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embe
             "checkpoint file or folder; see README, 'Offline servers'."
         ) from None
     model.eval()
+    return model, preprocess, tokenizer
+
+
+def load_embedder(settings: ModelSettings, base_dir: Path | None = None) -> Embedder:
+    """Build the configured model. Failures become one ModelLoadError saying what to set."""
+    cache_dir = (base_dir or Path.cwd()) / settings.cache_dir if settings.cache_dir else None
+    spec = resolve_model_spec(settings.name, settings.pretrained, base_dir, cache_dir)
+    device = pick_device(settings.device)
+    try:
+        precision = resolve_precision(settings.precision, device.type)
+    except PrecisionError as exc:
+        raise ModelLoadError(str(exc)) from None
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    checked = settings.precision == "auto" and precision == "int8"
+    arithmetic = "int8 if it agrees with fp32, else fp32" if checked else precision
+    log.info("loading model %s on %s in %s", spec.describe(), device, arithmetic)
+    model, preprocess, tokenizer = _open_clip_model(spec, device, settings)
     pad = settings.preprocess == "pad"
+    int8_cache = cache_dir / "int8" if cache_dir else None
+    first = "fp32" if checked else precision
+    try:
+        served = Embedder(model, preprocess, tokenizer, spec, device, pad, first, int8_cache)
+    except onnx_int8.Int8Unavailable as exc:
+        raise ModelLoadError(
+            f'model.precision = "int8" cannot run {spec.describe()}: {exc}. '
+            'Set model.precision to "auto" or "fp32".'
+        ) from None
     if checked:
-        fp32 = Embedder(model, preprocess, tokenizer, spec, device, pad, "fp32")
-        return quantize.int8_if_it_agrees(fp32)
-    return Embedder(model, preprocess, tokenizer, spec, device, pad, precision)
+        served = quantize.int8_if_it_agrees(served)
+    if served.precision == "int8":
+        served.drop_torch_image_tower()
+    return served

@@ -1,14 +1,14 @@
 """The arithmetic the model runs in: `model.precision` resolved for the device at hand.
 
 `auto` is fp16 on CUDA and, on CPUs, int8 where it agrees with fp32 on the weights
-actually loaded, else fp32. int8 is dynamic quantisation of the Linear layers (weights
-int8 ahead of time, activations quantised per batch; engine/quantize.py): on this
-project's 2-core Intel Xeon, ViT-B-32 and ViT-B-16 forward passes took 0.65-0.77x of
-fp32's time (docs/benchmarks.md, section 7). Real CLIP ViTs have activation outliers
-that random-init ones lack, and int8 can lose them, so `auto` measures at load time: a
-few bundled photos embedded both ways, int8 kept only if every one stays within
-`quantize.MIN_COSINE` of fp32 (`load_embedder` logs the choice and the lowest cosine).
-An explicit "int8" always quantises.
+actually loaded, else fp32. int8 runs the image tower's matrix products in int8 through
+ONNX Runtime (weights int8 ahead of time, activations quantised per pass;
+engine/onnx_int8.py): on this project's 2-core Intel Xeon, ViT-B-32 and ViT-B-16 forward
+passes took 0.42-0.52x of torch fp32's time (docs/benchmarks.md, section 7). Real CLIP
+ViTs have activation outliers that random-init ones lack, and int8 can lose them, so
+`auto` measures at load time: a few bundled photos embedded both ways, int8 kept only if
+every one stays within `quantize.MIN_COSINE` of fp32 (`load_embedder` logs the choice and
+the lowest cosine). An explicit "int8" always quantises.
 
 bf16 on a CPU was measured, not assumed: on the same Xeon, which has native bf16
 instructions (avx512_bf16; no AMX exposed), torch 2.14's bf16 matrix products ran slower
@@ -63,20 +63,14 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
 
 
-def cpu_runs_int8() -> bool:
-    """Whether torch has a quantised-kernel engine for this CPU (fbgemm/x86 on x86-64,
-    qnnpack on Arm); without one, int8 Linear layers cannot run."""
-    return any(engine != "none" for engine in torch.backends.quantized.supported_engines)
-
-
 def resolve_precision(setting: PrecisionSetting, device_type: str) -> Precision:
-    """`auto`: fp16 on CUDA, int8 on CPUs that run it (load_embedder then keeps it only
-    where it agrees with fp32 on the loaded weights), else fp32. fp16 on a CPU and int8
+    """`auto`: fp16 on CUDA, int8 on CPUs (load_embedder then keeps it only where it
+    agrees with fp32 on the loaded weights), else fp32. fp16 on a CPU and int8
     off one are refused, each with what to set instead."""
     if setting == "auto":
         if device_type == "cuda":
             return "fp16"
-        return "int8" if device_type == "cpu" and cpu_runs_int8() else "fp32"
+        return "int8" if device_type == "cpu" else "fp32"
     if setting == "fp16" and device_type == "cpu":
         raise PrecisionError(
             'model.precision = "fp16" runs emulated (slower than fp32) on a CPU: '
@@ -84,7 +78,8 @@ def resolve_precision(setting: PrecisionSetting, device_type: str) -> Precision:
         )
     if setting == "int8" and device_type != "cpu":
         raise PrecisionError(
-            f'model.precision = "int8" runs on CPUs only (dynamic quantisation has no '
-            f'{device_type} kernels): use "fp16" or "auto" there, or set model.device = "cpu".'
+            f'model.precision = "int8" runs on CPUs only (ONNX Runtime\'s CPU kernels; on '
+            f'{device_type} the model runs in torch): use "fp16" or "auto" there, or set '
+            'model.device = "cpu".'
         )
     return setting

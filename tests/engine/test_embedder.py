@@ -108,22 +108,20 @@ def test_decode_threads_get_uint8_and_the_model_sees_open_clips_exact_input(embe
     )
 
 
-def test_a_transform_of_another_shape_runs_whole_in_the_decode_threads(embedder) -> None:
+def test_a_transform_of_another_shape_runs_whole_in_the_decode_threads(tiny_model_files) -> None:
     from PIL import Image
 
     from engine.embedder import Embedder
 
+    config, checkpoint = tiny_model_files
+    embedder = load_embedder(
+        ModelSettings(name=str(config), pretrained=str(checkpoint), precision="fp32")
+    )
+
     def custom(image: Image.Image) -> torch.Tensor:  # not Compose(..., ToTensor, Normalize)
         return embedder.preprocess(image)
 
-    other = Embedder(
-        embedder.model,
-        custom,
-        embedder.tokenizer,
-        embedder.spec,
-        embedder.device,
-        precision=embedder.precision,
-    )
+    other = Embedder(embedder.model, custom, embedder.tokenizer, embedder.spec, embedder.device)
     assert other.pixel_scale is None
     photo = Image.open(DEMO_IMAGES / "dress-1.jpg").convert("RGB")
     pixels = other.preprocess_image(photo)
