@@ -28,9 +28,6 @@ class FeedImage:
     local_path: str = ""
     vector: np.ndarray | None = None
     reason: str = ""
-    # Its colour descriptor, where the build described it while decoding it for the model
-    # (engine.colour; else the colour pass decodes the cached file again).
-    colour: np.ndarray | None = None
 
     @property
     def usable(self) -> bool:

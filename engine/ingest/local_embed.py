@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine import colour
 from engine.catalog_crop import CategoryCropper
 from engine.config import Settings
 from engine.embedder import Embedder
-from engine.images import ImageError, decode_image
+from engine.images import ImageError
 from engine.ingest.feed_image import FeedImage, ImageStatus
 from engine.ingest.fetch import FetchError, ImageFetcher, keep_in_cache
 
@@ -44,7 +43,6 @@ class LocalEmbedding:
     ) -> None:
         self._embedder = embedder
         self._limits = settings.images
-        self._describe_colour = settings.build.colour_descriptors
         self._batch_size = settings.build.batch_size
         self._reuse = reuse
         self._fetcher = fetcher
@@ -93,7 +91,7 @@ class LocalEmbedding:
                 return
             loop = asyncio.get_running_loop()
             decode = partial(self._decode, fetched.data, category, image.digest)
-            pixels, image.colour = await loop.run_in_executor(self._decode_pool, decode)
+            pixels = await loop.run_in_executor(self._decode_pool, decode)
             await asyncio.to_thread(keep_in_cache, fetched)  # only what decodes is cached
             image.status = ImageStatus.EMBED
             await self._ready.put((image, pixels))
@@ -105,17 +103,10 @@ class LocalEmbedding:
         finally:
             self._in_flight.release()
 
-    def _decode(
-        self, data: bytes, category: str, digest: str
-    ) -> tuple[torch.Tensor, np.ndarray | None]:
-        """The model's pixels, and the photo's colour descriptor from the same decode (a
-        second pass over every file took 9% of a 3,409-photo build)."""
-        if self.cropper is not None:  # build.crop_to_category: the colour pass describes it
-            return self.cropper.pixels(data, category, digest), None
-        preprocessor = self._embedder.image_preprocessor
-        image = decode_image(data, self._limits, draft_size=preprocessor.image_size)
-        described = colour.describe(image) if self._describe_colour else None
-        return preprocessor(image), described
+    def _decode(self, data: bytes, category: str, digest: str) -> torch.Tensor:
+        if self.cropper is not None:  # build.crop_to_category
+            return self.cropper.pixels(data, category, digest)
+        return self._embedder.image_preprocessor.from_bytes(data, self._limits)
 
     def _skip(self, image: FeedImage, reason: str) -> None:
         image.skip(reason)

@@ -257,7 +257,6 @@ class _Built:
     records: list[ImageRecord] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    colours: dict[str, np.ndarray] = field(default_factory=dict)  # by content digest
 
     def add(self, product: Product, images: list[FeedImage]) -> None:
         self.products.append(replace(product, image=images[0].source))
@@ -268,8 +267,6 @@ class _Built:
                 )
             )
             self.rows.append(cast(np.ndarray, image.vector))  # usable: it has a vector
-            if image.colour is not None:
-                self.colours[image.digest] = image.colour
 
 
 def _assemble(feed: Feed, images: list[FeedImage]) -> _Built:
@@ -326,7 +323,7 @@ def _write_and_publish(
             settings.index,
             category_probe=settings.build.category_probe,
         )
-        write_colour_file(tmp_dir, built.records, settings, index_dir, built.colours)
+        write_colour_file(tmp_dir, built.records, settings, index_dir)
         _write_skipped(tmp_dir / SKIPPED_FILE, built.skipped)
         manifest = Manifest(
             build_id=build_id,

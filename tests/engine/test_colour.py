@@ -252,34 +252,3 @@ async def test_a_rebuild_reuses_the_descriptors_of_unchanged_images(
     assert first is not None and second is not None
     assert np.array_equal(first.descriptors, second.descriptors)
     assert second.known.all()
-
-
-async def test_a_build_describes_each_photo_from_its_decode_for_the_model(
-    tiny_model_files, embedder, tmp_path: Path, monkeypatch
-) -> None:
-    """No second pass over the files: each photo's descriptor comes from the decode that
-    fed the model, at the model's draft size, as a shopper's photo is described."""
-    from engine.catalog import Catalog
-    from engine.images import decode_image
-
-    calls: list[str] = []
-    real = colour._describe_file
-    monkeypatch.setattr(colour, "_describe_file", lambda r, lim: calls.append(r) or real(r, lim))
-    index_dir = tmp_path / "index"
-    settings = make_settings(tiny_model_files, index_dir)
-    await build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False)
-    assert calls == []
-    build_dir = current_build_dir(index_dir)
-    assert build_dir is not None
-    table = ColourTable.load(build_dir / COLOUR_FILE)
-    assert table is not None and table.known.all()
-    catalog = Catalog(build_dir / "catalog.sqlite")
-    try:
-        records = list(catalog.iter_images())
-    finally:
-        catalog.close()
-    for record in records[:3]:
-        data = Path(record.local_path or "").read_bytes()
-        image = decode_image(data, settings.images, draft_size=embedder.image_size)
-        expected = colour.describe(image).astype(np.float16)
-        assert np.array_equal(table.descriptors[record.key], expected)
