@@ -6,15 +6,16 @@ Why not torch's own dynamic quantisation (torch.ao), which this replaced: it swa
 in_proj, about a quarter of a ViT's weights) stayed fp32, and it ran ViT-B-16 at batch 1
 in 0.73-0.76x of fp32's time on this project's 2-core Xeon. Exported to ONNX, every matrix
 product of the tower is one MatMul node, and ONNX Runtime's dynamic quantisation turns
-them all into int8 ones with VNNI kernels: 0.42-0.45x of torch fp32 at batch 1 and 0.52x
-at batch 16, cosine to fp32 >= 0.9998 on random-init ViT-B-32/B-16 (docs/benchmarks.md,
-section 7). Only MatMul nodes are quantised: dynamic int8 convolutions are slow in ONNX
-Runtime and lose accuracy, and a ViT's one convolution (its patch embedding) is small.
+them all into int8 ones with VNNI kernels: 0.39-0.41x of torch fp32 at batch 1 and
+0.41-0.50x at batch 16, cosine to fp32 >= 0.9998 on random-init ViT-B-32/B-16
+(docs/benchmarks.md, section 7). Only MatMul nodes are quantised: dynamic int8
+convolutions are slow in ONNX Runtime and lose accuracy, and a ViT's one convolution (its
+patch embedding) is small.
 
 Activations are quantised per tensor, per call, as with torch.ao: a photo's vector can
 move within rounding with the other photos of its forward pass.
 
-Exporting (torch.onnx, ~20 s for ViT-B-16) and quantising (~5 s) happen once per set of
+Exporting (torch.onnx, ~20 s for ViT-B-32) and quantising (~5 s) happen once per set of
 weights: the int8 file is cached under the model cache, named by a digest of every weight
 of the image tower, its input size and the versions of the libraries that wrote it.
 """

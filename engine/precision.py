@@ -4,7 +4,7 @@
 actually loaded, else fp32. int8 runs the image tower's matrix products in int8 through
 ONNX Runtime (weights int8 ahead of time, activations quantised per pass;
 engine/onnx_int8.py): on this project's 2-core Intel Xeon, ViT-B-32 and ViT-B-16 forward
-passes took 0.42-0.52x of torch fp32's time (docs/benchmarks.md, section 7). Real CLIP
+passes took 0.39-0.50x of torch fp32's time (docs/benchmarks.md, section 7). Real CLIP
 ViTs have activation outliers that random-init ones lack, and int8 can lose them, so
 `auto` measures at load time: a few bundled photos embedded both ways, int8 kept only if
 every one stays within `quantize.MIN_COSINE` of fp32 (`load_embedder` logs the choice and
