@@ -4,11 +4,15 @@ given a preprocessed photo, run on a thread of its own."""
 
 from __future__ import annotations
 
+import atexit
 import io
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import open_clip
@@ -28,13 +32,21 @@ SERVED_PRECISION = resolve_precision(
 )
 
 
+# Random weights are new every run: their int8 towers go to a folder of this process's,
+# not the user's cache.
+INT8_CACHE = Path(tempfile.mkdtemp(prefix="fashionbot-bench-int8-"))
+atexit.register(shutil.rmtree, INT8_CACHE, ignore_errors=True)
+
+
 def random_embedder(architecture: str, precision: Precision = "fp32") -> Embedder:
     """The real architecture with random weights, wrapped exactly as production wraps it."""
     model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None)
     model.eval()
     tokenizer = open_clip.get_tokenizer(architecture)
     spec = ModelSpec(architecture, architecture, None)
-    return Embedder(model, preprocess, tokenizer, spec, "cpu", precision=precision)
+    return Embedder(
+        model, preprocess, tokenizer, spec, "cpu", precision=precision, int8_cache=INT8_CACHE
+    )
 
 
 def median_ms(run: Callable[[], Any], repeats: int) -> float:

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # Bumped when the way the file is written changes, so old cache files are not reused.
 FILE_FORMAT = 1
+# Int8 files kept in a cache folder, the most recently used (a ViT-B's is ~90 MB): a shop
+# that changes its model, or a benchmark of random weights, does not fill the disk.
+KEPT_FILES = 4
 INPUT_NAME = "pixels"
 
 
@@ -111,6 +114,8 @@ def int8_tower(
         )
     model_file = cache_root / f"{cache_key(tower, image_size)}.onnx"
     if model_file.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(model_file)  # used: the last to be pruned
         return OnnxInt8Tower(model_file, threads)
     started = time.perf_counter()
     log.info("preparing the int8 image tower (once for these weights, ~30 s for a ViT-B)")
@@ -130,12 +135,23 @@ def _cached(model: bytes, target: Path) -> Path | bytes:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(model)
         partial.replace(target)
+        prune(target.parent)
         return target
     except OSError as exc:
         log.warning("cannot cache the int8 image tower in %s (%s)", target.parent, exc)
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         return model
+
+
+def prune(cache_root: Path, keep: int = KEPT_FILES) -> None:
+    """Remove all but the `keep` most recently used int8 files (a session already open
+    on a removed file keeps its copy in memory)."""
+    files = sorted(cache_root.glob("*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+            log.info("removed the int8 image tower %s (least recently used)", old.name)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import numpy as np
 import onnx
@@ -16,7 +17,7 @@ from engine import quantize
 from engine.config import ModelSettings
 from engine.embedder import Embedder, ModelLoadError, load_embedder, model_identity
 from engine.index import open_index
-from engine.onnx_int8 import OnnxInt8Tower
+from engine.onnx_int8 import OnnxInt8Tower, prune
 from engine.precision import PrecisionError, resolve_precision
 from engine.search import Engine
 from tests.conftest import make_settings
@@ -77,10 +78,10 @@ def test_the_int8_tower_is_written_once_per_set_of_weights(tiny_model_files) -> 
     first = fp32.in_precision("int8").image_features
     assert isinstance(first, OnnxInt8Tower)
     assert first.model_file is not None
-    written = first.model_file.stat().st_mtime_ns
+    written = first.model_file.stat().st_ino
     again = fp32.in_precision("int8").image_features
     assert isinstance(again, OnnxInt8Tower) and again.model_file == first.model_file
-    assert first.model_file.stat().st_mtime_ns == written  # read back, not exported again
+    assert first.model_file.stat().st_ino == written  # read back, not written again
     plant_activation_outliers(fp32, factor=2.0)  # other weights, same function
     other = fp32.in_precision("int8").image_features
     assert isinstance(other, OnnxInt8Tower) and other.model_file != first.model_file
@@ -216,3 +217,12 @@ def test_a_tower_that_cannot_be_exported_serves_fp32_under_auto(tiny_model_files
         assert quantize.int8_if_it_agrees(fp32, photos) is fp32
     assert "could not be exported to ONNX" in caplog.text
     assert fp32.embed_images(photos).shape == (len(photos), 8)
+
+
+def test_the_cache_keeps_the_most_recently_used_towers(tmp_path) -> None:
+    for age, name in enumerate("abcdef"):
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(b"int8")
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))  # a: newest, f: oldest
+    prune(tmp_path, keep=4)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [f"{n}.onnx" for n in "abcd"]
