@@ -135,20 +135,30 @@ def _cached(model: bytes, target: Path) -> Path | bytes:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(model)
         partial.replace(target)
-        prune(target.parent)
-        return target
     except OSError as exc:
         log.warning("cannot cache the int8 image tower in %s (%s)", target.parent, exc)
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         return model
+    prune(target.parent, spare=target)
+    return target
 
 
-def prune(cache_root: Path, keep: int = KEPT_FILES) -> None:
-    """Remove all but the `keep` most recently used int8 files (a session already open
-    on a removed file keeps its copy in memory)."""
-    files = sorted(cache_root.glob("*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)
+def prune(cache_root: Path, keep: int = KEPT_FILES, spare: Path | None = None) -> None:
+    """Remove all but the `keep` most recently used int8 files, and never `spare` (the
+    file this process is about to open; a session already open on a removed file keeps
+    its copy in memory)."""
+
+    def last_used(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # removed meanwhile by another process pruning too
+            return 0.0
+
+    files = sorted(cache_root.glob("*.onnx"), key=last_used, reverse=True)
     for old in files[keep:]:
+        if old == spare:
+            continue
         with contextlib.suppress(OSError):
             old.unlink()
             log.info("removed the int8 image tower %s (least recently used)", old.name)

@@ -224,5 +224,7 @@ def test_the_cache_keeps_the_most_recently_used_towers(tmp_path) -> None:
         path = tmp_path / f"{name}.onnx"
         path.write_bytes(b"int8")
         os.utime(path, (1_000_000 - age, 1_000_000 - age))  # a: newest, f: oldest
+    prune(tmp_path, keep=4, spare=tmp_path / "f.onnx")  # f: being opened, kept
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [f"{n}.onnx" for n in "abcdf"]
     prune(tmp_path, keep=4)
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [f"{n}.onnx" for n in "abcd"]
