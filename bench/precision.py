@@ -29,7 +29,6 @@ from engine import quantize
 from engine.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from engine.embedder import Embedder, load_embedder
 from engine.evaluation.metrics import paired_bootstrap
-from engine.onnx_int8 import has_linear_layers
 from engine.precision import Precision, cpu_has_native_bf16
 
 K = 10
@@ -134,7 +133,7 @@ def agreement(
     catalog = embed_all(fp32, catalog_paths)
     exact = embed_all(fp32, query_paths)
     linear_layers = sum(isinstance(m, torch.nn.Linear) for m in fp32.model.visual.modules())
-    runs = [p for p in COMPARED if p != "int8" or has_linear_layers(fp32.model.visual)]
+    runs = [p for p in COMPARED if p != "int8" or linear_layers > 0]
     found = {
         p: compared(
             exact,
