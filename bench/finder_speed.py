@@ -7,8 +7,10 @@ one torch thread:
   precision): the reference every other figure is a ratio to;
 - the finder's whole pass (`GarmentFinder.find`: resize, trunk, head, look gate, boxes)
   at the served input size and at the size the head was trained at, on the calling
-  thread (like the model) and on a thread of its own (as the engine runs it), and with
-  its eager modules instead of the frozen (TorchScript) network it serves;
+  thread (like the model) and on a thread of its own (as the engine runs it), run by
+  ONNX Runtime on one thread of its own (served), by the frozen TorchScript network
+  (served before; on one torch thread, and on two as the engine ran it) and by its eager
+  modules;
 - scaling the photo to the finder's input: torch's uint8 resize (served) against
   Pillow's BILINEAR resize (before);
 - the trunk alone in the variants tried: as loaded, batch norms folded, folded and
@@ -112,25 +114,32 @@ def _measure(quick: bool, model_cache: Path | None, photo_count: int) -> dict[st
     embedder = load_embedder(settings.model.model_copy(update=model))
     finder = configured_finder(settings.garments)
     trained_finder = finder_module.GarmentFinder(params=finder.params)
-    eager_finder = finder_module.GarmentFinder(
-        params=finder.params, long_side=finder.long_side, frozen=False
+    script_finder, eager_finder = (
+        finder_module.GarmentFinder(params=finder.params, long_side=finder.long_side, runtime=r)
+        for r in ("torchscript", "eager")
     )
     photos = street_photos(photo_count)
     images = [decode_image(data, draft_size=DECODE_SIDE) for data in photos]
     finder.find(images[0])  # loads them
     trained_finder.find(images[0])
     eager_finder.find(images[0])
+    script_finder.find(images[0])
     served, trained = finder.long_side, finder_module.INPUT_LONG_SIDE
     variants = _trunk_variants(finder_module.load_trunk(), served)
     whole = {
-        f"finder, whole pass, {served} px (shipped)": finder,
+        f"finder, whole pass, {served} px, ONNX Runtime (shipped)": finder,
         f"finder, whole pass, {trained} px": trained_finder,
-        f"finder, whole pass, {served} px, eager modules (not frozen)": eager_finder,
+        f"finder, whole pass, {served} px, TorchScript (before)": script_finder,
+        f"finder, whole pass, {served} px, eager modules": eager_finder,
     }
+    script_two_threads = (
+        f"finder, whole pass, {served} px, TorchScript on 2 torch threads (as served before)"
+    )
     own_thread = f"finder, whole pass, {served} px, on a thread of its own (as served)"
     times: dict[str, list[float]] = {"model forward (reference)": []}
     times.update({name: [] for name in whole})
     times[own_thread] = []
+    times[script_two_threads] = []
     times.update({name: [] for name in variants})
     resizes: dict[str, Callable[[Image.Image, int], torch.Tensor]] = {
         f"photo to input, torch uint8 resize, {served} px (shipped)": finder_module.photo_tensor,
@@ -148,6 +157,9 @@ def _measure(quick: bool, model_cache: Path | None, photo_count: int) -> dict[st
                 for name, each in whole.items():
                     times[name].append(_timed(each.find, image))
                 times[own_thread].append(_timed(_on_thread, finder.find, image))
+                torch.set_num_threads(2)
+                times[script_two_threads].append(_timed(script_finder.find, image))
+                torch.set_num_threads(1)
                 for name, (trunk, (dtype, layout), side) in variants.items():
                     tensor = finder_module.photo_tensor(image, side)
                     tensor = tensor.to(dtype).contiguous(memory_format=layout)
@@ -181,7 +193,8 @@ def render(finder: dict[str, Any]) -> list[str]:
         "## 8. Garment finder beside the model",
         "",
         f"{finder['photos']} street photos (e.g. {finder['photo_size']}), decoded once; per photo,"
-        " taking turns, on one torch thread: the embedder's own forward pass"
+        " taking turns, on one torch thread (ONNX Runtime on one thread of its own): the"
+        " embedder's own forward pass"
         f" ({finder['model']}, {finder['model_precision']}, {finder['model_input']} px, batch 1)"
         " and the garment finder (`engine/garments.py`): its whole pass (resize, trunk, head,"
         " look gate, boxes) and its trunk alone in the variants tried (input scaled to the"

@@ -23,6 +23,7 @@ class TelegramSettings(Section):
     webhook_listen: str = "0.0.0.0"
     webhook_port: Annotated[int, Field(ge=1, le=65535)] = 8443
     media_group_wait_ms: NonNegativeInt = 800
+    chat_action_after_ms: NonNegativeInt = 500
     request_timeout_s: PositiveFloat = 15.0
     photo_source: Literal["upload", "url"] = "upload"
     admin_ids: str = ""

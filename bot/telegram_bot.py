@@ -560,7 +560,10 @@ class TelegramBot(Frontend):
             action.cancel()
 
     async def _keep_uploading_action(self, chat_id: int) -> None:
+        """From `telegram.chat_action_after_ms` on, until cancelled: an album ready before
+        sends no chat action, and its requests (getFile, the download) go out alone."""
         with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(self.settings.telegram.chat_action_after_ms / 1000)
             while True:
                 with contextlib.suppress(NetworkError, BadRequest, Forbidden):
                     await self.application.bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO)

@@ -89,7 +89,7 @@ class GarmentSearch:
 
     async def warm_up(self) -> None:
         """Load the finder and run one pass now rather than in the first shopper's search
-        (loading traces and freezes its network: about a second)."""
+        (loading exports its network to ONNX Runtime: about a second)."""
         if self.settings.enabled:
             await self.find_async(Image.new("RGB", WARM_UP_SIZE, "white"))
 

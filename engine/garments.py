@@ -22,14 +22,17 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from engine.finder_onnx import onnx_network
 from engine.types import Garment, whole_photo
 
 log = logging.getLogger(__name__)
@@ -359,19 +362,36 @@ def frozen_network(network: FinderNetwork, example: torch.Tensor) -> nn.Module:
         return frozen
 
 
-def built_network(weights: Path, long_side: int, frozen: bool) -> nn.Module:
-    """The finder's network loaded from `weights`: frozen for `long_side` inputs, or the
-    eager modules."""
+# How the network runs: ONNX Runtime (served: engine/finder_onnx.py says why), the
+# TorchScript-frozen network (served before, and the fallback), or the eager modules
+# (what the others are tested against).
+Runtime = Literal["onnx", "torchscript", "eager"]
+# One photo's input -> (cell probabilities, the probability that the photo is a look).
+Network = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def built_network(weights: Path, long_side: int, runtime: Runtime) -> Network:
+    """The finder's network loaded from `weights`, run by `runtime` (prepared on a
+    `long_side` input; every input size works). A runtime that cannot take the network
+    falls back to the next: ONNX Runtime, then TorchScript, then the eager modules."""
     stored = torch.load(weights, map_location="cpu", weights_only=True)
     head, gate = GarmentHead(hidden=int(stored["hidden"])), LookGate()
     head.load_state_dict(stored["head"])
     gate.load_state_dict(stored["gate"])
     network = FinderNetwork(fast_trunk(load_trunk()), head.eval(), gate.eval()).eval()
-    if not frozen:
+    if runtime == "eager":
         return network
-    # A portrait street photo's input; the frozen network serves every size.
+    # A portrait street photo's input; the prepared network serves every size.
     width, height = input_size(2, 3, long_side)
     example = torch.zeros(1, 3, height, width).contiguous(memory_format=torch.channels_last)
+    if runtime == "onnx":
+        try:
+            served = onnx_network(network, example)
+            served(example)  # the first pass allocates: not in a shopper's search
+        except Exception as exc:  # slower, never wrong
+            log.warning("garment finder runs in torch, not ONNX Runtime: %s", exc)
+        else:
+            return served
     try:
         script = frozen_network(network, example)
     except Exception as exc:  # slower, never wrong
@@ -386,42 +406,42 @@ def built_network(weights: Path, long_side: int, frozen: bool) -> nn.Module:
     return script
 
 
-_shared_networks: dict[tuple[Path, int, int, bool], nn.Module] = {}
+_shared_networks: dict[tuple[Path, int, int, Runtime], Network] = {}
 _shared_networks_lock = threading.Lock()
 
 
-def shared_network(weights: Path, long_side: int, frozen: bool) -> nn.Module:
+def shared_network(weights: Path, long_side: int, runtime: Runtime) -> Network:
     """`built_network`, built once per process for the same weights file (as it is on
-    disk now), input size and mode. Building costs about a second of CPU (loading, the
-    trace, the freeze, the warm-up passes); every engine in a process (the bots, a
+    disk now), input size and runtime. Building costs about a second of CPU (loading, the
+    export, the warm-up pass); every engine in a process (the bots, a
     reloaded index, the tests' many engines) then shares one network: inference passes
     change nothing in it, so finders on different threads may run it at once."""
     resolved = weights.resolve()
-    key = (resolved, resolved.stat().st_mtime_ns, long_side, frozen)
+    key = (resolved, resolved.stat().st_mtime_ns, long_side, runtime)
     with _shared_networks_lock:
         if key not in _shared_networks:
-            _shared_networks[key] = built_network(resolved, long_side, frozen)
+            _shared_networks[key] = built_network(resolved, long_side, runtime)
         return _shared_networks[key]
 
 
 class GarmentFinder:
     """Loads its network on first use (never at import), then `find(image)`.
-    Thread-safe: one pass at a time, as with the embedder. `frozen=False` runs the eager
-    modules (what the frozen network is tested against)."""
+    Thread-safe: one pass at a time, as with the embedder. `runtime`: how its network
+    runs (`Runtime`)."""
 
     def __init__(
         self,
         weights: Path = WEIGHTS_PATH,
         params: FinderParams | None = None,
         long_side: int = INPUT_LONG_SIDE,
-        frozen: bool = True,
+        runtime: Runtime = "onnx",
     ) -> None:
         self.weights = weights
         self.params = params or FinderParams()
         self.long_side = long_side
-        self.frozen = frozen
+        self.runtime: Runtime = runtime
         self._lock = threading.Lock()
-        self._network: nn.Module | None = None
+        self._network: Network | None = None
         self._unavailable = False
 
     @property
@@ -435,7 +455,7 @@ class GarmentFinder:
             if self._unavailable:
                 return False
             try:
-                self._network = shared_network(self.weights, self.long_side, self.frozen)
+                self._network = shared_network(self.weights, self.long_side, self.runtime)
             except Exception as exc:  # a finder that cannot load means whole-photo search
                 log.warning("garment finder unavailable, searching whole photos: %s", exc)
                 self._unavailable = True

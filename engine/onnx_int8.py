@@ -38,6 +38,8 @@ import onnxruntime
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from engine.onnx_session import cpu_session
+
 log = logging.getLogger(__name__)
 
 # Bumped when the way the file is written changes, so old cache files are not reused.
@@ -79,22 +81,8 @@ class OnnxInt8Tower:
     `model`: the int8 ONNX file (its path, or its bytes where it could not be cached)."""
 
     def __init__(self, model: Path | bytes, threads: int) -> None:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Threads spin (busy-wait) inside a pass, and stop when it ends: measured on ViT-B-32
-        # at batch 1 with 50 ms idle between passes, no spinning took 39 ms a pass, ONNX
-        # Runtime's default (spinning on after the pass too) 27 ms and 92 ms of CPU per
-        # pass-and-gap, taken from the threads that decode photos and run the bot; this,
-        # 27 ms and 53 ms of CPU.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
         self.model_file = model if isinstance(model, Path) else None
-        self._session = onnxruntime.InferenceSession(
-            str(model) if isinstance(model, Path) else model,
-            options,
-            providers=["CPUExecutionProvider"],
-        )
+        self._session = cpu_session(model, threads)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         pixels = batch.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -159,7 +159,9 @@ def test_perf_benchmarks_run_at_tiny_sizes(
     assert any(name.endswith("(shipped)") for name in finder_rows)
     assert all(0 < row["min_ms"] <= row["median_ms"] for row in finder_rows.values())
 
+    results["steal"] = {"query": 0.25, "album": 0.125}
     text = perf.render(results)
+    assert "(steal) while each section ran" in text and "query 25%, album 12%" in text
     assert "| tiny-random | 1 |" in text and "int8 time / fp32" in text
     assert "no matrix product" in text  # why lite0 has no int8 figures
     for name in finder_rows:

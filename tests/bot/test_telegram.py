@@ -48,6 +48,27 @@ async def test_start_help_and_command_registration(running, api) -> None:
     assert "Schick mir ein Foto" in german.params["text"]
 
 
+async def test_sending_a_photo_shows_only_where_the_wait_is_noticeable(
+    engine, settings, api
+) -> None:
+    """Telegram recommends chat actions only for answers that take noticeable time: past
+    `telegram.chat_action_after_ms` the shopper sees "sending a photo...", until the
+    album; an album ready sooner sends no chat action at all."""
+    for after_ms, chat in ((60_000, 501), (0, 502)):
+        bot = await start_bot(engine, settings, api, chat_action_after_ms=after_ms)
+        try:
+            await api.send_message(photo=photo("dress-1.jpg"), chat_id=chat)
+            (album,) = await api.wait_for("sendMediaGroup", chat_id=chat)
+        finally:
+            await bot.stop()
+        actions = [c for c in api.sent("sendChatAction") if c.params["chat_id"] == chat]
+        if after_ms:
+            assert actions == []
+        else:
+            assert [a.params["action"] for a in actions] == ["upload_photo"]
+            assert actions[0].at < album.at
+
+
 async def test_a_photo_gets_one_album_with_prices_and_shop_links(running, api) -> None:
     sent = await api.send_message(photo=photo("dress-1.jpg"))
     album = (await api.wait_for("sendMediaGroup"))[0]
@@ -60,7 +81,6 @@ async def test_a_photo_gets_one_album_with_prices_and_shop_links(running, api) -
     assert media[0]["parse_mode"] == "HTML"
     assert len(album.files) == 6  # product photos uploaded from the index's images
     assert album.params["reply_parameters"]["message_id"] == sent["message_id"]
-    assert api.sent("sendChatAction")[0].params["action"] == "upload_photo"
 
     keyboard = (await api.wait_for("sendMessage"))[0]
     rows = keyboard_of(keyboard)

@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 import index_builder
 from engine.config import DEFAULT_GARMENT_SYNONYMS
 from engine.evaluation.garments import box_iou, match_garment
+from engine.finder_onnx import OnnxFinderNetwork
 from engine.garment_search import catalog_category
 from engine.garments import (
     CLASSES,
@@ -131,25 +133,53 @@ def test_the_fast_trunk_computes_the_trunk_as_loaded() -> None:
         assert torch.allclose(want, got, atol=1e-3, rtol=1e-3)
 
 
-def test_the_frozen_network_finds_what_the_eager_modules_find(finder) -> None:
-    """The served network is traced and frozen (TorchScript); the same garments as the
-    eager modules, on portrait photos and on shapes it was not traced on."""
-    import torch
-
-    eager = GarmentFinder(frozen=False)
+def same_garments(served: GarmentFinder, expected: GarmentFinder) -> None:
+    """Both find the same garments, on portrait photos and on shapes neither was
+    prepared on."""
     photos = [open_photo(path) for path in sorted(STREET.glob("*.jpg"))]
     photos += [photos[0].rotate(90, expand=True), photos[1].crop((0, 0, 400, 400))]
     for photo in photos:
-        served, expected = finder.find(photo), eager.find(photo)
-        assert [(g.category, g.box) for g in served] == [(g.category, g.box) for g in expected]
-        for got, want in zip(served, expected, strict=True):
+        found, wanted = served.find(photo), expected.find(photo)
+        assert [(g.category, g.box) for g in found] == [(g.category, g.box) for g in wanted]
+        for got, want in zip(found, wanted, strict=True):
             assert got.confidence == pytest.approx(want.confidence, abs=1e-3)
-    assert isinstance(finder._network, torch.jit.ScriptModule)  # not the eager fallback
+
+
+def test_the_served_network_finds_what_the_eager_modules_find(finder) -> None:
+    """The served network runs in ONNX Runtime, exported at load: the same garments as the
+    torch modules it came from."""
+    same_garments(finder, GarmentFinder(runtime="eager"))
+    assert isinstance(finder._network, OnnxFinderNetwork)  # not a torch fallback
+
+
+def test_a_network_onnx_cannot_take_runs_frozen_in_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An export that fails (an operator a future exporter drops) costs speed, with a
+    warning, never the finder: the TorchScript-frozen network serves instead."""
+    import shutil
+
+    import torch
+
+    import engine.garments
+
+    def unexportable(*args: object) -> OnnxFinderNetwork:
+        raise RuntimeError("Exporting the operator 'aten::frobnicate' is not supported")
+
+    monkeypatch.setattr(engine.garments, "onnx_network", unexportable)
+    weights = tmp_path / "garments.pt"  # a network of its own, not the shared one
+    shutil.copy(WEIGHTS_PATH, weights)
+    fallback = GarmentFinder(weights=weights)
+    with caplog.at_level(logging.WARNING, logger="engine.garments"):
+        assert fallback._load()
+    assert isinstance(fallback._network, torch.jit.ScriptModule)
+    assert "not ONNX Runtime: Exporting the operator 'aten::frobnicate'" in caplog.text
+    same_garments(fallback, GarmentFinder(runtime="eager"))
 
 
 def test_finders_in_one_process_share_one_built_network(tmp_path: Path) -> None:
-    """Building the network (load, trace, freeze) costs about a second: every finder of
-    the same weights, size and mode gets the one already built; another size, mode or
+    """Building the network (load, export) costs about a second: every finder of
+    the same weights, size and runtime gets the one already built; another size, runtime or
     weights file (a retrained head) gets its own."""
     import shutil
 
@@ -157,7 +187,7 @@ def test_finders_in_one_process_share_one_built_network(tmp_path: Path) -> None:
     assert first._load() and second._load()
     assert first._network is second._network
     other_size = GarmentFinder(long_side=256)
-    eager = GarmentFinder(long_side=288, frozen=False)
+    eager = GarmentFinder(long_side=288, runtime="eager")
     retrained = tmp_path / "garments.pt"
     shutil.copy(WEIGHTS_PATH, retrained)
     other_weights = GarmentFinder(weights=retrained, long_side=288)

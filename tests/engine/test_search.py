@@ -279,7 +279,7 @@ async def test_category_gating_puts_the_guessed_category_first(
 
 
 async def test_warming_up_loads_the_garment_finder_before_the_first_photo(engine) -> None:
-    """Its network is traced and frozen on load (about a second): not in a shopper's search."""
+    """Its network is exported on load (about a second): not in a shopper's search."""
     assert not engine.garments.finder.loaded
     await engine.warm_up()
     assert engine.garments.finder.loaded and engine.warm
