@@ -19,6 +19,10 @@ def test_album_latency_runs_through_the_bot_and_orders_its_stamps(tiny_model_fil
     assert 0 < row["get_file_ms"] < row["download_ms"] < row["album_ms"]
     assert row["album_ms"] == pytest.approx(row["download_ms"] + row["after_download_ms"])
     assert row["ratio"] == pytest.approx(row["album_ms"] / row["bare_ms"])
+    assert (
+        row["fastest_ratio"] > 0
+        and f"{row['fastest_ratio']:.2f}x |" in album_latency.report([row])[2]
+    )
     assert all(row[key] > 0 for key in ("bare_ms", "engine_ms", "flow_ms", "first_album_ms"))
     (table_row,) = album_latency.report([row])[2:]
     assert table_row.startswith("| tiny-random (") and f"{row['ratio']:.2f}x" in table_row
