@@ -260,7 +260,8 @@ def colour_section(figures: Figures) -> list[str]:
         f" (the photo is decoded for the model anyway), the re-score of {REORDER_POOL} products "
         f"{cost.rescore_ms:.3f} ms: {100 * (cost.describe_ms + cost.rescore_ms) / plain_ms:.1f}% "
         "of the plain search's median latency. At build time: "
-        f"{cost.catalog_ms_per_image:.1f} ms per catalog image (its file decoded again, small).",
+        f"{cost.catalog_ms_per_image:.1f} ms per catalog image (a reduced-scale decode of the"
+        " bytes the build's decode stage holds, beside the model).",
         "",
     ]
 

@@ -188,14 +188,24 @@ class ColourTable:
             return cls(data["descriptors"].astype(np.float16), data["known"].astype(bool))
 
 
+def describe_bytes(data: bytes, limits: ImageSettings) -> np.ndarray | None:
+    """The descriptor of an encoded photo (decoded at reduced scale), or None where it
+    does not decode."""
+    try:
+        image = decode_image(data, limits, draft_size=SIDE)
+    except (OSError, ImageError):
+        return None
+    return describe(image)
+
+
 def _describe_file(record: ImageRecord, limits: ImageSettings) -> np.ndarray | None:
     if not record.local_path:
         return None
     try:
-        image = decode_image(Path(record.local_path).read_bytes(), limits, draft_size=SIDE)
-    except (OSError, ImageError):
+        data = Path(record.local_path).read_bytes()
+    except OSError:
         return None  # the row is in the index, so it was readable once; no colour for it
-    return describe(image)
+    return describe_bytes(data, limits)
 
 
 def colour_table(

@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -237,14 +237,20 @@ def _previous_descriptors(index_dir: Path) -> dict[str, np.ndarray]:
 
 
 def write_colour_file(
-    build_dir: Path, records: Sequence[ImageRecord], settings: Settings, index_dir: Path
+    build_dir: Path,
+    records: Sequence[ImageRecord],
+    settings: Settings,
+    index_dir: Path,
+    described: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """The build's colour descriptors (`COLOUR_FILE`), when `build.colour_descriptors` and
-    any image could be read here; those of images unchanged since the build served from
-    `index_dir` are reused."""
+    any image could be read here: `described` (by content digest: what the build's decode
+    stage described), those of images unchanged since the build served from `index_dir`,
+    and the rest read from their files."""
     if not settings.build.colour_descriptors:
         return
-    table = colour_table(records, settings.images, _previous_descriptors(index_dir))
+    known = {**_previous_descriptors(index_dir), **(described or {})}
+    table = colour_table(records, settings.images, known)
     if table.known.any():
         table.save(build_dir / COLOUR_FILE)
     log.info("colour descriptors: %d of %d images", int(table.known.sum()), len(table.known))

@@ -27,6 +27,8 @@ class FeedImage:
     digest: str = ""  # sha256 of the image's bytes, once fetched
     local_path: str = ""
     vector: np.ndarray | None = None
+    # Its colour descriptor (engine/colour.py), where the decode stage described it.
+    colour: np.ndarray | None = None
     reason: str = ""
 
     @property

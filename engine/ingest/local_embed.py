@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from engine.catalog_crop import CategoryCropper
+from engine.colour import describe_bytes
 from engine.config import Settings
 from engine.embedder import Embedder
 from engine.images import ImageError
@@ -44,6 +45,7 @@ class LocalEmbedding:
         self._embedder = embedder
         self._limits = settings.images
         self._batch_size = settings.build.batch_size
+        self._describe_colour = settings.build.colour_descriptors
         self._reuse = reuse
         self._fetcher = fetcher
         self._progress = progress
@@ -91,7 +93,7 @@ class LocalEmbedding:
                 return
             loop = asyncio.get_running_loop()
             decode = partial(self._decode, fetched.data, category, image.digest)
-            pixels = await loop.run_in_executor(self._decode_pool, decode)
+            pixels, image.colour = await loop.run_in_executor(self._decode_pool, decode)
             await asyncio.to_thread(keep_in_cache, fetched)  # only what decodes is cached
             image.status = ImageStatus.EMBED
             await self._ready.put((image, pixels))
@@ -103,10 +105,24 @@ class LocalEmbedding:
         finally:
             self._in_flight.release()
 
-    def _decode(self, data: bytes, category: str, digest: str) -> torch.Tensor:
+    def _decode(
+        self, data: bytes, category: str, digest: str
+    ) -> tuple[torch.Tensor, np.ndarray | None]:
+        """The model's input and, for `build.colour_descriptors`, the colour descriptor
+        of the same bytes: described here, beside the model, rather than by reading every
+        file again once the model is done (7% of a 3,409-photo build's time)."""
         if self.cropper is not None:  # build.crop_to_category
-            return self.cropper.pixels(data, category, digest)
-        return self._embedder.image_preprocessor.from_bytes(data, self._limits)
+            pixels = self.cropper.pixels(data, category, digest)
+        else:
+            pixels = self._embedder.image_preprocessor.from_bytes(data, self._limits)
+        return pixels, self._colour_of(data) if self._describe_colour else None
+
+    def _colour_of(self, data: bytes) -> np.ndarray | None:
+        try:
+            return describe_bytes(data, self._limits)
+        except Exception:  # a descriptor never costs the image its place in the index
+            log.warning("no colour descriptor for an image", exc_info=True)
+            return None
 
     def _skip(self, image: FeedImage, reason: str) -> None:
         image.skip(reason)

@@ -257,10 +257,13 @@ class _Built:
     records: list[ImageRecord] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    colours: dict[str, np.ndarray] = field(default_factory=dict)  # by content digest
 
     def add(self, product: Product, images: list[FeedImage]) -> None:
         self.products.append(replace(product, image=images[0].source))
         for image in images:
+            if image.colour is not None:
+                self.colours[image.digest] = image.colour
             self.records.append(
                 ImageRecord(
                     len(self.rows), product.product_id, image.source, image.local_path, image.digest
@@ -323,7 +326,7 @@ def _write_and_publish(
             settings.index,
             category_probe=settings.build.category_probe,
         )
-        write_colour_file(tmp_dir, built.records, settings, index_dir)
+        write_colour_file(tmp_dir, built.records, settings, index_dir, built.colours)
         _write_skipped(tmp_dir / SKIPPED_FILE, built.skipped)
         manifest = Manifest(
             build_id=build_id,

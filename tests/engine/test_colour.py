@@ -101,6 +101,41 @@ def test_the_build_stores_checksummed_descriptors(demo_index_dir: Path, embedder
         index.close()
 
 
+async def test_the_build_describes_each_photo_as_it_decodes_it(
+    tiny_model_files, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decode stage describes each photo from the bytes it already holds, beside the
+    model, instead of every file being read again once the model is done: the same
+    descriptors as a file's, and no file read for them."""
+    from engine.catalog import Catalog
+    from engine.images import decode_image
+    from engine.store import CATALOG_FILE
+
+    files_read: list[str] = []
+    describe_file = colour._describe_file
+    monkeypatch.setattr(
+        colour,
+        "_describe_file",
+        lambda record, limits: files_read.append(record.source) or describe_file(record, limits),
+    )
+    index_dir = tmp_path / "index"
+    settings = make_settings(tiny_model_files, index_dir)
+    await build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False)
+    assert files_read == []
+    build_dir = current_build_dir(index_dir)
+    table = ColourTable.load(build_dir / COLOUR_FILE)
+    catalog = Catalog(build_dir / CATALOG_FILE)
+    try:
+        records = list(catalog.iter_images())
+    finally:
+        catalog.close()
+    assert table is not None and table.known.all() and len(records) == len(table.known)
+    for record in records:
+        data = Path(record.local_path).read_bytes()
+        from_file = colour.describe(decode_image(data, settings.images, draft_size=colour.SIDE))
+        assert np.array_equal(table.descriptors[record.key], from_file.astype(np.float16))
+
+
 def test_a_corrupted_colour_file_is_refused(demo_index_dir, embedder, tmp_path: Path) -> None:
     index_dir = tmp_path / "index"
     shutil.copytree(demo_index_dir, index_dir)  # the session's index, not a build of its own
