@@ -118,8 +118,11 @@ class LocalEmbedding:
         return pixels, self._colour_of(data) if self._describe_colour else None
 
     def _colour_of(self, data: bytes) -> np.ndarray | None:
+        """Kept in float16, as the colour file stores it (held for every image until the
+        build is written)."""
         try:
-            return describe_bytes(data, self._limits)
+            described = describe_bytes(data, self._limits)
+            return None if described is None else described.astype(np.float16)
         except Exception:  # a descriptor never costs the image its place in the index
             log.warning("no colour descriptor for an image", exc_info=True)
             return None
