@@ -804,7 +804,7 @@ def album_section(results: dict[str, Any]) -> list[str]:
         "The album is the engine's search plus the garment finder's pass (section 8; ONNX",
         "Runtime on one thread of its own) plus the Telegram side: python-telegram-bot's",
         "polling, getFile and the download, each a request through its HTTP client. No chat",
-        "action is sent for an album this quick (`telegram.chat_action_after_ms`, 500 ms).",
+        "action is sent for an album this quick (`telegram.chat_action_after_ms`).",
         "",
     ]
 

@@ -107,9 +107,7 @@ async def test_the_build_describes_each_photo_as_it_decodes_it(
     """The decode stage describes each photo from the bytes it already holds, beside the
     model, instead of every file being read again once the model is done: the same
     descriptors as a file's, and no file read for them."""
-    from engine.catalog import Catalog
     from engine.images import decode_image
-    from engine.store import CATALOG_FILE
 
     files_read: list[str] = []
     describe_file = colour._describe_file
@@ -122,13 +120,11 @@ async def test_the_build_describes_each_photo_as_it_decodes_it(
     settings = make_settings(tiny_model_files, index_dir)
     await build_index(settings, DEMO_CATALOG, index_dir, embedder, show_progress=False)
     assert files_read == []
-    build_dir = current_build_dir(index_dir)
-    table = ColourTable.load(build_dir / COLOUR_FILE)
-    catalog = Catalog(build_dir / CATALOG_FILE)
+    index = open_index(index_dir, model_identity(embedder))
     try:
-        records = list(catalog.iter_images())
+        table, records = index.colours, list(index.catalog.iter_images())
     finally:
-        catalog.close()
+        index.close()
     assert table is not None and table.known.all() and len(records) == len(table.known)
     for record in records:
         data = Path(record.local_path).read_bytes()
