@@ -103,12 +103,15 @@ def measure(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _measure(quick, model_cache, photos or (8 if quick else 30))
+        return _measure(quick, model_cache, photos or (8 if quick else 30), threads)
     finally:
         torch.set_num_threads(threads)
 
 
-def _measure(quick: bool, model_cache: Path | None, photo_count: int) -> dict[str, Any]:
+def _measure(
+    quick: bool, model_cache: Path | None, photo_count: int, process_threads: int
+) -> dict[str, Any]:
+    """`process_threads`: the torch threads the engine's TorchScript finder ran on."""
     settings = load_settings(DEFAULT_CONFIG_PATH, environ={})
     model = {"name": "imagenet-lite0", "cache_dir": str(model_cache or "")}
     embedder = load_embedder(settings.model.model_copy(update=model))
@@ -132,14 +135,15 @@ def _measure(quick: bool, model_cache: Path | None, photo_count: int) -> dict[st
         f"finder, whole pass, {served} px, TorchScript (before)": script_finder,
         f"finder, whole pass, {served} px, eager modules": eager_finder,
     }
-    script_two_threads = (
-        f"finder, whole pass, {served} px, TorchScript on 2 torch threads (as served before)"
+    script_served_before = (
+        f"finder, whole pass, {served} px, TorchScript on {process_threads} torch threads"
+        " (as served before)"
     )
     own_thread = f"finder, whole pass, {served} px, on a thread of its own (as served)"
     times: dict[str, list[float]] = {"model forward (reference)": []}
     times.update({name: [] for name in whole})
     times[own_thread] = []
-    times[script_two_threads] = []
+    times[script_served_before] = []
     times.update({name: [] for name in variants})
     resizes: dict[str, Callable[[Image.Image, int], torch.Tensor]] = {
         f"photo to input, torch uint8 resize, {served} px (shipped)": finder_module.photo_tensor,
@@ -157,8 +161,8 @@ def _measure(quick: bool, model_cache: Path | None, photo_count: int) -> dict[st
                 for name, each in whole.items():
                     times[name].append(_timed(each.find, image))
                 times[own_thread].append(_timed(_on_thread, finder.find, image))
-                torch.set_num_threads(2)
-                times[script_two_threads].append(_timed(script_finder.find, image))
+                torch.set_num_threads(process_threads)
+                times[script_served_before].append(_timed(script_finder.find, image))
                 torch.set_num_threads(1)
                 for name, (trunk, (dtype, layout), side) in variants.items():
                     tensor = finder_module.photo_tensor(image, side)
